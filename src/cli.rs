@@ -1,0 +1,115 @@
+//! The command line: one clap enum, every flag also readable from the
+//! environment.
+
+use crate::commands::{admin_start, migrate, run, status};
+use crate::db::SessionLimits;
+use crate::telemetry::LogFormat;
+use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+/// Keeps every attendee of a networking event matched with the K people they
+/// should meet, incrementally, on the event app's PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "matchmaker", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log line format (logs go to stderr).
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "pretty",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the embedded migrations to DATABASE_URL.
+    Migrate(migrate::Args),
+    /// One cron invocation: claim and process batches until the queue is
+    /// drained or the deadline nears.
+    Run(run::Args),
+    /// Enqueue every active attendee of an event and reset its job.
+    AdminStartMatching(admin_start::Args),
+    /// Queue and job state.
+    Status(status::Args),
+}
+
+/// How to reach the database.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// PostgreSQL URL, e.g. postgres://user:password@host:5432/db.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Give up connecting after this long.
+    #[arg(long, env = "MATCHMAKER_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Abort any single SQL statement after this long (PostgreSQL statement_timeout).
+    #[arg(long, env = "MATCHMAKER_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+}
+
+impl DbArgs {
+    pub fn limits(&self) -> SessionLimits {
+        SessionLimits {
+            statement_timeout: self.statement_timeout,
+            ..SessionLimits::default()
+        }
+    }
+}
+
+/// How a worker claims and retries (shared by `run` and `admin-start-matching --wait`).
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Queue rows claimed per batch.
+    #[arg(long, env = "MATCHMAKER_BATCH_SIZE", default_value_t = 20,
+          value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub batch_size: i64,
+    /// How long a claim lasts before another worker may take the rows over.
+    #[arg(long, env = "MATCHMAKER_LEASE", default_value = "2m", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// Attempts before a row ends `failed`.
+    #[arg(long, env = "MATCHMAKER_MAX_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt, with jitter.
+    #[arg(long, env = "MATCHMAKER_RETRY_BASE", default_value = "2s", value_parser = parse_duration)]
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    #[arg(long, env = "MATCHMAKER_RETRY_MAX", default_value = "10m", value_parser = parse_duration)]
+    pub retry_max: Duration,
+    /// Delete done queue rows older than this.
+    #[arg(long, env = "MATCHMAKER_RETAIN_DONE", default_value = "7days", value_parser = parse_duration)]
+    pub retain_done: Duration,
+    /// Fault injection for tests and drills: sleep this long before scoring each attendee.
+    #[arg(long, env = "MATCHMAKER_FAULT_SCORE_DELAY", default_value = "0s", value_parser = parse_duration, hide = true)]
+    pub fault_score_delay: Duration,
+}
+
+/// Parses durations written like `45s`, `500ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e} (write durations like 45s, 500ms, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_like_the_spec_says() {
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! One module per subcommand, each with its `Args` and one `run` function.
+
+pub mod admin_start;
+pub mod migrate;
+pub mod run;
+pub mod status;
+
+use crate::cli::{Command, DbArgs, WorkerArgs};
+use crate::db;
+use crate::store::queue::RetryPolicy;
+use crate::worker::WorkerOptions;
+use anyhow::Result;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// Runs a parsed command. Errors are scrubbed of the database password.
+pub async fn dispatch(command: Command) -> Result<()> {
+    let url = match &command {
+        Command::Migrate(a) => a.db.database_url.clone(),
+        Command::Run(a) => a.db.database_url.clone(),
+        Command::AdminStartMatching(a) => a.db.database_url.clone(),
+        Command::Status(a) => a.db.database_url.clone(),
+    };
+    let result = match command {
+        Command::Migrate(a) => migrate::run(a).await,
+        Command::Run(a) => run::run(a).await,
+        Command::AdminStartMatching(a) => admin_start::run(a).await,
+        Command::Status(a) => status::run(a).await,
+    };
+    result.map_err(|e| anyhow::anyhow!(db::scrub(&format!("{e:#}"), &url)))
+}
+
+/// Connects for a command: parsed options (for the worker's lock connection)
+/// and a pool.
+pub async fn connect(args: &DbArgs, max_connections: u32) -> Result<(PgConnectOptions, PgPool)> {
+    let opts = db::connect_options(&args.database_url, args.limits())?;
+    let pool = db::connect(&opts, max_connections, args.connect_timeout).await?;
+    Ok((opts, pool))
+}
+
+impl WorkerArgs {
+    /// The worker options these flags describe.
+    pub fn options(&self, command: &'static str) -> WorkerOptions {
+        WorkerOptions {
+            batch_size: self.batch_size,
+            lease: self.lease,
+            retry: RetryPolicy {
+                max_attempts: self.max_attempts,
+                base: self.retry_base,
+                cap: self.retry_max,
+            },
+            retain_done: self.retain_done,
+            fault_score_delay: self.fault_score_delay,
+            command,
+            ..WorkerOptions::default()
+        }
+    }
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutdown requested; finishing the current batch");
+        t.cancel();
+    });
+    token
+}

@@ -1,0 +1,102 @@
+//! `matchmaker admin-start-matching`: enqueue a whole event.
+
+use crate::cli::{parse_duration, DbArgs, WorkerArgs};
+use crate::store::{events, jobs, queue};
+use crate::worker;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The event, by id or code.
+    #[arg(long, env = "MATCHMAKER_EVENT")]
+    pub event: String,
+    /// Queue priority, 0 (lowest) to 3 (highest; what new attendees get).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i16).range(0..=3))]
+    pub priority: i16,
+    /// Re-enqueue even when the event is completed and unchanged.
+    #[arg(long)]
+    pub force: bool,
+    /// Drain the event in this process, with a progress bar.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up waiting after this long (the queue keeps the rest).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_runtime: Option<Duration>,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let (connect, pool) = super::connect(&args.db, 4).await?;
+    let event = events::find(&pool, &args.event)
+        .await?
+        .with_context(|| format!("no event with id or code {:?}", args.event))?;
+    let label = format!("{} ({})", event.code, event.id);
+
+    let fingerprint = jobs::fingerprint(&pool, event.id).await?;
+    let job = jobs::get(&pool, event.id).await?;
+    let unchanged = job.as_ref().is_some_and(|j| {
+        j.status == "completed" && j.input_fingerprint.as_deref() == Some(fingerprint.as_str())
+    });
+    if unchanged && !args.force && !queue::event_has_work(&pool, event.id).await? {
+        println!("event {label} is already matched and unchanged since its last start; nothing enqueued (use --force to re-match)");
+        return Ok(());
+    }
+
+    let mut tx = pool.begin().await.context("starting the enqueue")?;
+    let n = queue::enqueue_event(&mut *tx, event.id, "admin", args.priority).await?;
+    jobs::reset(&mut *tx, event.id, n, &fingerprint).await?;
+    if n == 0 {
+        jobs::record_batch(&mut tx, event.id, 0, 0, None).await?;
+    }
+    tx.commit().await.context("committing the enqueue")?;
+    println!(
+        "enqueued {n} active attendees of event {label} at priority {} (algorithm {}, K={})",
+        args.priority, event.algorithm, event.matches_per_user
+    );
+    if !args.wait || n == 0 {
+        return Ok(());
+    }
+
+    let mut opts = args.worker.options("admin-start-matching");
+    opts.max_runtime = args.max_runtime;
+    opts.event = Some(event.id);
+    opts.until_event_done = true;
+    let shutdown = super::shutdown_on_signals();
+    let bar = ProgressBar::new(n as u64).with_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} attendees ({per_sec}, ETA {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let drain = tokio::spawn({
+        let (pool, connect) = (pool.clone(), connect.clone());
+        async move { worker::run(&pool, &connect, opts, shutdown).await }
+    });
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    while !drain.is_finished() {
+        ticker.tick().await;
+        if let Ok(Some(j)) = jobs::get(&pool, event.id).await {
+            bar.set_position((j.processed + j.failed).max(0) as u64);
+        }
+    }
+    let summary = drain.await.context("the drain task panicked")??;
+    bar.finish_and_clear();
+    let job = jobs::get(&pool, event.id).await?;
+    match job {
+        Some(j) => println!(
+            "event {label}: {} — {} processed, {} failed in {:.1}s ({})",
+            j.status,
+            j.processed,
+            j.failed,
+            summary.elapsed_ms as f64 / 1000.0,
+            summary.stop_reason.as_str()
+        ),
+        None => println!("event {label}: {}", summary.stop_reason.as_str()),
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `matchmaker run`: one cron invocation.
+
+use crate::cli::{parse_duration, DbArgs, WorkerArgs};
+use crate::store::events;
+use crate::worker;
+use anyhow::{Context, Result};
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// Stop claiming in time to return within this.
+    #[arg(long, env = "MATCHMAKER_MAX_RUNTIME", default_value = "45s", value_parser = parse_duration)]
+    pub max_runtime: Duration,
+    /// Only process this event (id or code).
+    #[arg(long, env = "MATCHMAKER_EVENT")]
+    pub event: Option<String>,
+    /// Print the run summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let (connect, pool) = super::connect(&args.db, 4).await?;
+    let event = match &args.event {
+        Some(e) => Some(
+            events::find(&pool, e)
+                .await?
+                .with_context(|| format!("no event with id or code {e:?}"))?
+                .id,
+        ),
+        None => None,
+    };
+    let mut opts = args.worker.options("run");
+    opts.max_runtime = Some(args.max_runtime);
+    opts.event = event;
+    let summary = worker::run(&pool, &connect, opts, super::shutdown_on_signals()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        let t = &summary.totals;
+        println!(
+            "run {}: {} after {:.1}s; {} batches, {} claimed, {} processed, {} failed, {} released",
+            summary.run_id,
+            summary.stop_reason.as_str(),
+            summary.elapsed_ms as f64 / 1000.0,
+            t.batches,
+            t.claimed,
+            t.processed,
+            t.failed,
+            t.released
+        );
+    }
+    Ok(())
+}

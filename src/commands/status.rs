@@ -1,0 +1,319 @@
+//! `matchmaker status`: queue and job state, for people or (`--json`) machines.
+
+use crate::cli::DbArgs;
+use crate::store::events;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Only this event (id or code).
+    #[arg(long, env = "MATCHMAKER_EVENT")]
+    pub event: Option<String>,
+    /// Print JSON on stdout instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// How many failed and waiting rows to list.
+    #[arg(long, default_value_t = 10)]
+    pub limit: i64,
+}
+
+/// Everything `status` reports.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub queue: Vec<QueueCount>,
+    pub oldest_pending_seconds: Option<f64>,
+    pub leases: Vec<Lease>,
+    pub expired_leases: i64,
+    pub failed: Vec<RowProblem>,
+    /// Pending rows waiting out a retry backoff, with the error that caused it.
+    pub retrying: Vec<RowProblem>,
+    pub events: Vec<EventProgress>,
+    pub runs: Vec<Run>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct QueueCount {
+    pub status: String,
+    pub priority: i16,
+    pub rows: i64,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Lease {
+    pub locked_by: String,
+    pub rows: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct RowProblem {
+    pub id: i64,
+    pub event_code: String,
+    pub user_id: Uuid,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct EventProgress {
+    pub event_id: Uuid,
+    pub code: String,
+    pub status: String,
+    pub enqueued: i32,
+    pub processed: i32,
+    pub failed: i32,
+    pub remaining: i64,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Attendees per second since the job started.
+    pub rate_per_second: Option<f64>,
+    pub eta_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Run {
+    pub id: Uuid,
+    pub worker_id: String,
+    pub command: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub claimed: i32,
+    pub processed: i32,
+    pub failed: i32,
+    pub stop_reason: Option<String>,
+}
+
+/// Reads the whole status, optionally for one event.
+pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Status> {
+    let queue = sqlx::query_as::<_, QueueCount>(
+        "SELECT status, priority, count(*) AS rows FROM matchmaking_queue
+          WHERE ($1::uuid IS NULL OR event_id = $1)
+          GROUP BY status, priority ORDER BY status, priority DESC",
+    )
+    .bind(event)
+    .fetch_all(pool)
+    .await
+    .context("counting queue rows")?;
+    let oldest_pending_seconds: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - min(enqueued_at))::float8 FROM matchmaking_queue
+          WHERE status = 'pending' AND ($1::uuid IS NULL OR event_id = $1)",
+    )
+    .bind(event)
+    .fetch_one(pool)
+    .await
+    .context("reading the oldest pending row")?;
+    let leases = sqlx::query_as::<_, Lease>(
+        "SELECT locked_by, count(*) AS rows, max(locked_until) AS expires_at FROM matchmaking_queue
+          WHERE status = 'processing' AND locked_until >= now() AND ($1::uuid IS NULL OR event_id = $1)
+          GROUP BY locked_by ORDER BY locked_by",
+    )
+    .bind(event)
+    .fetch_all(pool)
+    .await
+    .context("reading leases")?;
+    let expired_leases: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM matchmaking_queue
+          WHERE status = 'processing' AND locked_until < now() AND ($1::uuid IS NULL OR event_id = $1)",
+    )
+    .bind(event)
+    .fetch_one(pool)
+    .await
+    .context("counting expired leases")?;
+    let problems = |status: &'static str| {
+        sqlx::query_as::<_, RowProblem>(
+            "SELECT q.id, e.code AS event_code, q.user_id, q.attempts, q.last_error,
+                    CASE WHEN q.status = 'failed' THEN q.finished_at ELSE q.available_at END AS at
+               FROM matchmaking_queue q JOIN events e ON e.id = q.event_id
+              WHERE q.status = $1 AND q.last_error IS NOT NULL AND ($2::uuid IS NULL OR q.event_id = $2)
+              ORDER BY q.id DESC LIMIT $3",
+        )
+        .bind(status)
+        .bind(event)
+        .bind(limit)
+        .fetch_all(pool)
+    };
+    let failed = problems("failed").await.context("reading failed rows")?;
+    let retrying = problems("pending").await.context("reading retrying rows")?;
+    let events = sqlx::query_as::<_, EventProgress>(
+        "SELECT j.event_id, e.code, j.status, j.enqueued, j.processed, j.failed,
+                coalesce(w.remaining, 0) AS remaining, j.started_at, j.heartbeat_at, j.completed_at, j.last_error,
+                CASE WHEN j.heartbeat_at > j.started_at AND j.processed > 0
+                     THEN j.processed / extract(epoch FROM j.heartbeat_at - j.started_at)::float8 END AS rate_per_second,
+                CASE WHEN j.heartbeat_at > j.started_at AND j.processed > 0 AND coalesce(w.remaining, 0) > 0
+                     THEN coalesce(w.remaining, 0) / (j.processed / extract(epoch FROM j.heartbeat_at - j.started_at)::float8)
+                END AS eta_seconds
+           FROM matchmaking_jobs j
+           JOIN events e ON e.id = j.event_id
+           LEFT JOIN LATERAL (SELECT count(*) AS remaining FROM matchmaking_queue q
+                               WHERE q.event_id = j.event_id AND q.status IN ('pending', 'processing')) w ON true
+          WHERE ($1::uuid IS NULL OR j.event_id = $1)
+          ORDER BY j.started_at DESC LIMIT 50",
+    )
+    .bind(event)
+    .fetch_all(pool)
+    .await
+    .context("reading job progress")?;
+    let runs = sqlx::query_as::<_, Run>(
+        "SELECT id, worker_id, command, started_at, finished_at, claimed, processed, failed, stop_reason
+           FROM matchmaking_runs WHERE ($1::uuid IS NULL OR event_id = $1 OR event_id IS NULL)
+          ORDER BY started_at DESC LIMIT 5",
+    )
+    .bind(event)
+    .fetch_all(pool)
+    .await
+    .context("reading recent runs")?;
+    Ok(Status {
+        queue,
+        oldest_pending_seconds,
+        leases,
+        expired_leases,
+        failed,
+        retrying,
+        events,
+        runs,
+    })
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let (_, pool) = super::connect(&args.db, 2).await?;
+    let event = match &args.event {
+        Some(e) => Some(
+            events::find(&pool, e)
+                .await?
+                .with_context(|| format!("no event with id or code {e:?}"))?
+                .id,
+        ),
+        None => None,
+    };
+    let status = read(&pool, event, args.limit).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(())
+}
+
+fn secs(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.0}s")
+    } else if s < 5400.0 {
+        format!("{:.0}m", s / 60.0)
+    } else {
+        format!("{:.1}h", s / 3600.0)
+    }
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The human-readable report.
+pub fn render(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "QUEUE");
+    if s.queue.is_empty() {
+        let _ = writeln!(o, "  (empty)");
+    }
+    for q in &s.queue {
+        let _ = writeln!(
+            o,
+            "  {:<11} priority {}  {:>8} rows",
+            q.status, q.priority, q.rows
+        );
+    }
+    if let Some(age) = s.oldest_pending_seconds {
+        let _ = writeln!(o, "  oldest pending: {}", secs(age));
+    }
+    let _ = writeln!(o, "\nLEASES");
+    if s.leases.is_empty() {
+        let _ = writeln!(o, "  (no live leases)");
+    }
+    for l in &s.leases {
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>5} rows, until {}",
+            l.locked_by,
+            l.rows,
+            when(Some(l.expires_at))
+        );
+    }
+    if s.expired_leases > 0 {
+        let _ = writeln!(
+            o,
+            "  {} rows with an expired lease (a worker died; the next run takes them over)",
+            s.expired_leases
+        );
+    }
+    let _ = writeln!(o, "\nEVENTS");
+    if s.events.is_empty() {
+        let _ = writeln!(o, "  (no jobs yet)");
+    }
+    for e in &s.events {
+        let done = e.processed + e.failed;
+        let total = (i64::from(done) + e.remaining).max(1);
+        let pct = 100.0 * f64::from(done) / total as f64;
+        let rate = e
+            .rate_per_second
+            .map(|r| format!("{r:.1}/s"))
+            .unwrap_or_else(|| "-".into());
+        let eta = e.eta_seconds.map(secs).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            o,
+            "  {:<24} {:<22} {:>6} processed {:>4} failed {:>6} remaining ({pct:.0}%)  rate {rate}  ETA {eta}",
+            e.code, e.status, e.processed, e.failed, e.remaining
+        );
+        let _ = writeln!(
+            o,
+            "  {:<24} started {}  heartbeat {}  completed {}",
+            "",
+            when(Some(e.started_at)),
+            when(e.heartbeat_at),
+            when(e.completed_at)
+        );
+    }
+    for (title, rows) in [("FAILED", &s.failed), ("WAITING TO RETRY", &s.retrying)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "\n{title}");
+        for r in rows.iter() {
+            let _ = writeln!(
+                o,
+                "  #{} {} user {} after {} attempts ({}): {}",
+                r.id,
+                r.event_code,
+                r.user_id,
+                r.attempts,
+                when(r.at),
+                r.last_error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    let _ = writeln!(o, "\nRECENT RUNS");
+    for r in &s.runs {
+        let _ = writeln!(
+            o,
+            "  {} {:<20} {:<36} claimed {:>5} processed {:>5} failed {:>3}  {}",
+            when(Some(r.started_at)),
+            r.command,
+            r.worker_id,
+            r.claimed,
+            r.processed,
+            r.failed,
+            r.stop_reason.as_deref().unwrap_or("running (or killed)")
+        );
+    }
+    o
+}

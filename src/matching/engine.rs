@@ -1,0 +1,498 @@
+//! The event in memory and [`repair`], the one operation the worker applies
+//! per claimed attendee.
+//!
+//! ## Why repairing one attendee keeps every list exact
+//!
+//! Call a pair *dirty* when one of its two attendees has a queue row that
+//! is pending or being processed. The invariant is: every list is the exact
+//! top-K of its owner under the current data, for some values of its dirty
+//! pairs. When the queue holds no pending or processing rows, no pair is
+//! dirty, so every list is exact (SPEC §4.1).
+//!
+//! Every change to the data enqueues the attendee whose pairs it changes, in
+//! the same transaction, so the change only touches dirty pairs. `repair(u)`
+//! then makes every pair involving `u` clean:
+//!
+//! - `u`'s own list is recomputed in full from the current data;
+//! - for every other attendee `v` that is not dirty itself:
+//!   - `u` not in `v`'s list: the bump rule. `v`'s list was exact for some
+//!     value of `(v, u)`, so with the true value the new top-K is the top-K of
+//!     the old list plus `u`;
+//!   - `u` in `v`'s list with the same score: nothing changes;
+//!   - `u` in `v`'s list with a higher score: only its rank can change;
+//!   - `u` in `v`'s list with a lower score, or no longer eligible: someone
+//!     outside the list may now beat it, so `v`'s list is recomputed in full.
+//! - a dirty `v` is left alone: its own queue row will recompute its list.
+//!
+//! An attendee who left (or is unmatchable) is removed from every list, and
+//! every clean list that lost them is recomputed in full.
+
+use super::profile::{Participant, TagInterner};
+use super::score::Algorithm;
+use super::topk::{self, Entry, TopK};
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// The settings of an event that scoring depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSettings {
+    pub id: Uuid,
+    /// `Err` holds the unknown algorithm name, reported per attendee.
+    pub algorithm: Result<Algorithm, String>,
+    pub matches_per_user: usize,
+    pub exclude_same_company: bool,
+    pub embedding_dimensions: Option<usize>,
+}
+
+/// Every attendee's list, in rank order. Absent means empty.
+pub type Lists = HashMap<Uuid, Vec<Entry>>;
+
+/// An event as the scorers see it: settings, participants (active or not)
+/// and exclusions.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub settings: EventSettings,
+    participants: Vec<Participant>,
+    index: HashMap<Uuid, usize>,
+    /// As stored in `match_exclusions` (user, excluded user); checked both ways.
+    exclusions: HashSet<(Uuid, Uuid)>,
+    pub tags: TagInterner,
+}
+
+/// What repairing one attendee did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepairOutcome {
+    /// Malformed input to report for this attendee (their row is retried and
+    /// ends `failed` with this text); the lists are repaired regardless.
+    pub problem: Option<String>,
+    /// Attendees whose list may have changed, the repaired one included.
+    pub touched: Vec<Uuid>,
+    /// How many lists were recomputed in full (beyond the attendee's own).
+    pub full_recomputes: usize,
+}
+
+impl Event {
+    pub fn new(settings: EventSettings, tags: TagInterner) -> Self {
+        Self {
+            settings,
+            participants: Vec::new(),
+            index: HashMap::new(),
+            exclusions: HashSet::new(),
+            tags,
+        }
+    }
+
+    /// Adds or replaces a participant.
+    pub fn upsert(&mut self, p: Participant) {
+        match self.index.get(&p.user_id) {
+            Some(&i) => self.participants[i] = p,
+            None => {
+                self.index.insert(p.user_id, self.participants.len());
+                self.participants.push(p);
+            }
+        }
+    }
+
+    /// Records that `a` asked never to be matched with `b` (which works both ways).
+    pub fn exclude(&mut self, a: Uuid, b: Uuid) {
+        self.exclusions.insert((a, b));
+    }
+
+    /// Forgets every exclusion (before a full reload).
+    pub fn clear_exclusions(&mut self) {
+        self.exclusions.clear();
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// Exclusion rows held, as in `match_exclusions`.
+    pub fn exclusion_rows(&self) -> usize {
+        self.exclusions.len()
+    }
+
+    pub fn participant(&self, user: Uuid) -> Option<&Participant> {
+        self.index.get(&user).map(|&i| &self.participants[i])
+    }
+
+    pub fn participants(&self) -> &[Participant] {
+        &self.participants
+    }
+
+    pub fn k(&self) -> usize {
+        self.settings.matches_per_user
+    }
+
+    /// The attendee can appear in lists: active and matchable under the
+    /// event's algorithm.
+    pub fn matchable(&self, p: &Participant) -> bool {
+        match self.settings.algorithm {
+            Ok(alg) => p.active && alg.unmatchable_reason(p).is_none(),
+            Err(_) => false,
+        }
+    }
+
+    /// The score of `a` and `b` when they are eligible partners, else `None`.
+    pub fn pair_score(&self, a: &Participant, b: &Participant) -> Option<f32> {
+        let alg = self.settings.algorithm.as_ref().ok()?;
+        if a.user_id == b.user_id || !self.matchable(a) || !self.matchable(b) {
+            return None;
+        }
+        if self.settings.exclude_same_company
+            && a.company_key.is_some()
+            && a.company_key == b.company_key
+        {
+            return None;
+        }
+        if self.exclusions.contains(&(a.user_id, b.user_id))
+            || self.exclusions.contains(&(b.user_id, a.user_id))
+        {
+            return None;
+        }
+        alg.score(a, b)
+    }
+
+    /// The exact top-K of one participant, from scratch.
+    pub fn top_k(&self, p: &Participant) -> Vec<Entry> {
+        let mut top = TopK::new(self.k());
+        if !self.matchable(p) {
+            return Vec::new();
+        }
+        for other in &self.participants {
+            if let Some(s) = self.pair_score(p, other) {
+                top.offer(Entry::new(other.user_id, s));
+            }
+        }
+        top.into_vec()
+    }
+
+    /// The problem to report for an attendee, if any.
+    pub fn problem(&self, p: &Participant) -> Option<String> {
+        match &self.settings.algorithm {
+            Err(why) => Some(why.clone()),
+            Ok(alg) => alg.problem(p),
+        }
+    }
+}
+
+/// Makes every pair involving `user` clean (see the module docs). `dirty`
+/// holds the attendees that still have queue work of their own; their lists
+/// are left for that work.
+pub fn repair(
+    event: &Event,
+    lists: &mut Lists,
+    dirty: &HashSet<Uuid>,
+    user: Uuid,
+) -> RepairOutcome {
+    let mut out = RepairOutcome {
+        touched: vec![user],
+        ..Default::default()
+    };
+    let me = event.participant(user);
+    out.problem = match me {
+        Some(p) if p.active => event.problem(p),
+        _ => None,
+    };
+    let recompute = |v: Uuid, lists: &mut Lists, out: &mut RepairOutcome| {
+        let list = event
+            .participant(v)
+            .map(|p| event.top_k(p))
+            .unwrap_or_default();
+        set_list(lists, v, list);
+        out.touched.push(v);
+        out.full_recomputes += 1;
+    };
+
+    let me = match me {
+        Some(p) if event.matchable(p) => p,
+        _ => {
+            // Gone, left or unmatchable: in no list, and no list of their own.
+            lists.remove(&user);
+            let holders: Vec<Uuid> = lists
+                .iter()
+                .filter(|(_, l)| l.iter().any(|e| e.user == user))
+                .map(|(v, _)| *v)
+                .collect();
+            for v in holders {
+                if let Some(l) = lists.get_mut(&v) {
+                    l.retain(|e| e.user != user);
+                }
+                out.touched.push(v);
+                let clean =
+                    event.participant(v).is_some_and(|p| event.matchable(p)) && !dirty.contains(&v);
+                if clean {
+                    recompute(v, lists, &mut out);
+                }
+            }
+            return out;
+        }
+    };
+
+    let k = event.k();
+    let mut own = TopK::new(k);
+    for other in event.participants() {
+        let Some(score) = event.pair_score(me, other) else {
+            // Not eligible (any more): must not stay in their list.
+            if other.user_id != user && !dirty.contains(&other.user_id) {
+                let holds = lists
+                    .get(&other.user_id)
+                    .is_some_and(|l| l.iter().any(|e| e.user == user));
+                if holds {
+                    recompute(other.user_id, lists, &mut out);
+                }
+            }
+            continue;
+        };
+        own.offer(Entry::new(other.user_id, score));
+        let v = other.user_id;
+        if dirty.contains(&v) {
+            continue;
+        }
+        let list = lists.entry(v).or_default();
+        match list.iter().position(|e| e.user == user) {
+            None => {
+                if topk::offer(list, k, Entry::new(user, score)) {
+                    out.touched.push(v);
+                }
+            }
+            // Longer than K (K was lowered): only a full recomputation is exact.
+            Some(_) if list.len() > k => recompute(v, lists, &mut out),
+            Some(i) => {
+                let old = list[i].score;
+                if score.to_bits() == old.to_bits() {
+                    continue;
+                }
+                if score > old {
+                    list[i].score = score;
+                    topk::sort(list);
+                    out.touched.push(v);
+                } else {
+                    recompute(v, lists, &mut out);
+                }
+            }
+        }
+    }
+    set_list(lists, user, own.into_vec());
+    out.touched.sort_unstable();
+    out.touched.dedup();
+    out
+}
+
+fn set_list(lists: &mut Lists, user: Uuid, list: Vec<Entry>) {
+    if list.is_empty() {
+        lists.remove(&user);
+    } else {
+        lists.insert(user, list);
+    }
+}
+
+/// The exact lists of every attendee, from scratch: the brute force the
+/// incremental path must always agree with.
+pub fn brute_force(event: &Event) -> Lists {
+    let mut lists = Lists::new();
+    for p in event.participants() {
+        set_list(&mut lists, p.user_id, event.top_k(p));
+    }
+    lists
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matching::profile::ParticipantRow;
+    use rand::{Rng, SeedableRng};
+
+    fn settings(alg: Algorithm, k: usize) -> EventSettings {
+        EventSettings {
+            id: Uuid::from_u128(999),
+            algorithm: Ok(alg),
+            matches_per_user: k,
+            exclude_same_company: true,
+            embedding_dimensions: None,
+        }
+    }
+
+    fn random_row(rng: &mut impl Rng, id: u128) -> ParticipantRow {
+        let vocab = [
+            "ai", "rust", "climate", "music", "design", "sales", "hiring", "funding",
+        ];
+        let mut pick = |n: usize| -> Option<Vec<Option<String>>> {
+            Some(
+                (0..rng.gen_range(0..n))
+                    .map(|_| Some(vocab[rng.gen_range(0..vocab.len())].to_string()))
+                    .collect(),
+            )
+        };
+        let (interests, looking_for, offering) = (pick(4), pick(3), pick(3));
+        let companies = ["Acme", " acme ", "Globex", "", "Initech"];
+        ParticipantRow {
+            user_id: Uuid::from_u128(id),
+            active: true,
+            company: Some(companies[rng.gen_range(0..companies.len())].to_string()),
+            interests,
+            looking_for,
+            offering,
+            embedding: rng
+                .gen_bool(0.9)
+                .then(|| (0..4).map(|_| Some(rng.gen_range(-1.0f32..1.0))).collect()),
+            ..Default::default()
+        }
+    }
+
+    /// Random joins, edits, leaves and exclusions, each followed by the
+    /// trigger's enqueue and a repair: the lists must equal the brute force
+    /// after every step (every change is drained at once, so nothing is dirty).
+    #[test]
+    fn sequential_repairs_equal_brute_force() {
+        for seed in 0..20u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let alg = if seed % 2 == 0 {
+                Algorithm::HybridV1
+            } else {
+                Algorithm::CosineV1
+            };
+            let k = rng.gen_range(1..5);
+            let mut event = Event::new(settings(alg, k), TagInterner::default());
+            let mut lists = Lists::new();
+            let dirty = HashSet::new();
+            let mut next_id = 1u128;
+            for step in 0..150 {
+                let ids: Vec<Uuid> = event.participants().iter().map(|p| p.user_id).collect();
+                let op = rng.gen_range(0..10);
+                let mut to_repair = Vec::new();
+                if op < 4 || ids.is_empty() {
+                    let row = random_row(&mut rng, next_id);
+                    next_id += 1;
+                    let p = Participant::from_row(&row, None, &mut event.tags);
+                    to_repair.push(p.user_id);
+                    event.upsert(p);
+                } else if op < 7 {
+                    let id = ids[rng.gen_range(0..ids.len())];
+                    let mut row = random_row(&mut rng, id.as_u128());
+                    row.active = rng.gen_bool(0.8);
+                    let p = Participant::from_row(&row, None, &mut event.tags);
+                    event.upsert(p);
+                    if !row.active {
+                        // What the leave trigger does: remove and rematch losers.
+                        lists.remove(&id);
+                        for (v, l) in lists.iter_mut() {
+                            if l.iter().any(|e| e.user == id) {
+                                l.retain(|e| e.user != id);
+                                to_repair.push(*v);
+                            }
+                        }
+                    }
+                    to_repair.push(id);
+                } else {
+                    let a = ids[rng.gen_range(0..ids.len())];
+                    let b = ids[rng.gen_range(0..ids.len())];
+                    if a != b {
+                        event.exclude(a, b);
+                        for (x, y) in [(a, b), (b, a)] {
+                            if let Some(l) = lists.get_mut(&x) {
+                                l.retain(|e| e.user != y);
+                            }
+                        }
+                        to_repair.extend([a, b]);
+                    }
+                }
+                for u in to_repair {
+                    repair(&event, &mut lists, &dirty, u);
+                }
+                assert_eq!(lists, brute_force(&event), "seed {seed} step {step}");
+            }
+        }
+    }
+
+    /// Many changes land before any is processed (all dirty at once), then
+    /// the rows are drained in random order: the end state is exact.
+    #[test]
+    fn batched_changes_drained_in_any_order_equal_brute_force() {
+        for seed in 0..20u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(100 + seed);
+            let alg = if seed % 2 == 0 {
+                Algorithm::HybridV1
+            } else {
+                Algorithm::CosineV1
+            };
+            let mut event = Event::new(settings(alg, 3), TagInterner::default());
+            for id in 1..=60 {
+                let p = Participant::from_row(&random_row(&mut rng, id), None, &mut event.tags);
+                event.upsert(p);
+            }
+            let mut lists = brute_force(&event);
+            let mut dirty: HashSet<Uuid> = HashSet::new();
+            for _ in 0..25 {
+                let id = Uuid::from_u128(rng.gen_range(1..=60));
+                let mut row = random_row(&mut rng, id.as_u128());
+                row.active = rng.gen_bool(0.85);
+                event.upsert(Participant::from_row(&row, None, &mut event.tags));
+                if !row.active {
+                    lists.remove(&id);
+                    for (v, l) in lists.iter_mut() {
+                        if l.iter().any(|e| e.user == id) {
+                            l.retain(|e| e.user != id);
+                            dirty.insert(*v);
+                        }
+                    }
+                }
+                dirty.insert(id);
+            }
+            let mut queue: Vec<Uuid> = dirty.iter().copied().collect();
+            queue.sort();
+            while !queue.is_empty() {
+                let u = queue.swap_remove(rng.gen_range(0..queue.len()));
+                dirty.remove(&u);
+                repair(&event, &mut lists, &dirty, u);
+            }
+            assert_eq!(lists, brute_force(&event), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_newcomer_only_touches_lists_it_enters() {
+        let mut event = Event::new(settings(Algorithm::CosineV1, 1), TagInterner::default());
+        let row = |id: u128, x: f32, y: f32| ParticipantRow {
+            user_id: Uuid::from_u128(id),
+            active: true,
+            embedding: Some(vec![Some(x), Some(y)]),
+            ..Default::default()
+        };
+        for (id, x, y) in [(1, 1.0, 0.0), (2, 0.9, 0.1), (3, 0.0, 1.0), (4, 0.1, 0.9)] {
+            let p = Participant::from_row(&row(id, x, y), None, &mut event.tags);
+            event.upsert(p);
+        }
+        let mut lists = brute_force(&event);
+        let p = Participant::from_row(&row(5, 1.0, 0.01), None, &mut event.tags);
+        event.upsert(p);
+        let out = repair(&event, &mut lists, &HashSet::new(), Uuid::from_u128(5));
+        // 5 is nearest to 1 and 2 only; 3 and 4 keep each other.
+        assert_eq!(
+            out.touched,
+            vec![Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(5)]
+        );
+        assert_eq!(out.full_recomputes, 0);
+        assert_eq!(lists, brute_force(&event));
+    }
+
+    #[test]
+    fn unknown_algorithm_matches_no_one_and_reports() {
+        let mut s = settings(Algorithm::HybridV1, 3);
+        s.algorithm = Err("unknown algorithm \"v9\"".into());
+        let mut event = Event::new(s, TagInterner::default());
+        for id in 1..=3 {
+            let row = ParticipantRow {
+                user_id: Uuid::from_u128(id),
+                active: true,
+                ..Default::default()
+            };
+            let p = Participant::from_row(&row, None, &mut event.tags);
+            event.upsert(p);
+        }
+        let mut lists = Lists::new();
+        let out = repair(&event, &mut lists, &HashSet::new(), Uuid::from_u128(1));
+        assert!(lists.is_empty());
+        assert!(out.problem.unwrap_or_default().contains("v9"));
+    }
+}

@@ -1,0 +1,167 @@
+//! `matchmaking_jobs` (progress per event) and `matchmaking_runs` (one row
+//! per worker invocation).
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, Postgres, Transaction};
+use uuid::Uuid;
+
+/// Records a batch's outcome on the event's job row (creating it when the
+/// work came from triggers alone), and marks the job completed when the
+/// event has no pending or processing rows left. Runs in the batch's write
+/// transaction, after the queue rows were updated, so the completion check
+/// sees this batch's own changes; a row enqueued concurrently makes the next
+/// batch set the job back to running.
+pub async fn record_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    event: Uuid,
+    processed: i64,
+    failed: i64,
+    last_error: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO matchmaking_jobs AS j (event_id, status, processed, failed, heartbeat_at, last_error)
+         VALUES ($1, 'running', $2, $3, now(), $4)
+         ON CONFLICT (event_id) DO UPDATE
+            SET processed = j.processed + EXCLUDED.processed,
+                failed = j.failed + EXCLUDED.failed,
+                heartbeat_at = now(),
+                last_error = coalesce(EXCLUDED.last_error, j.last_error),
+                status = 'running', completed_at = NULL",
+    )
+    .bind(event)
+    .bind(i32::try_from(processed).unwrap_or(i32::MAX))
+    .bind(i32::try_from(failed).unwrap_or(i32::MAX))
+    .bind(last_error)
+    .execute(&mut **tx)
+    .await
+    .context("recording job progress")?;
+    sqlx::query(
+        "UPDATE matchmaking_jobs j
+            SET status = CASE WHEN j.failed > 0 THEN 'completed_with_errors' ELSE 'completed' END,
+                completed_at = now()
+          WHERE j.event_id = $1
+            AND NOT EXISTS (SELECT 1 FROM matchmaking_queue q
+                             WHERE q.event_id = $1 AND q.status IN ('pending', 'processing'))",
+    )
+    .bind(event)
+    .execute(&mut **tx)
+    .await
+    .context("completing the job")?;
+    Ok(())
+}
+
+/// A job row as `status` and `admin-start-matching` read it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct Job {
+    pub event_id: Uuid,
+    pub status: String,
+    pub enqueued: i32,
+    pub processed: i32,
+    pub failed: i32,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub input_fingerprint: Option<String>,
+}
+
+pub async fn get(db: impl PgExecutor<'_>, event: Uuid) -> Result<Option<Job>> {
+    sqlx::query_as::<_, Job>("SELECT * FROM matchmaking_jobs WHERE event_id = $1")
+        .bind(event)
+        .fetch_optional(db)
+        .await
+        .context("reading the job")
+}
+
+/// The current fingerprint of an event's inputs.
+pub async fn fingerprint(db: impl PgExecutor<'_>, event: Uuid) -> Result<String> {
+    sqlx::query_scalar("SELECT matchmaker_event_fingerprint($1)")
+        .bind(event)
+        .fetch_one(db)
+        .await
+        .context("fingerprinting the event")
+}
+
+/// Creates or resets an event's job for a fresh admin start.
+pub async fn reset(
+    db: impl PgExecutor<'_>,
+    event: Uuid,
+    enqueued: i64,
+    fingerprint: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO matchmaking_jobs AS j (event_id, status, enqueued, input_fingerprint)
+         VALUES ($1, 'running', $2, $3)
+         ON CONFLICT (event_id) DO UPDATE
+            SET status = 'running', enqueued = EXCLUDED.enqueued, processed = 0, failed = 0,
+                started_at = now(), heartbeat_at = NULL, completed_at = NULL, last_error = NULL,
+                input_fingerprint = EXCLUDED.input_fingerprint",
+    )
+    .bind(event)
+    .bind(i32::try_from(enqueued).unwrap_or(i32::MAX))
+    .bind(fingerprint)
+    .execute(db)
+    .await
+    .context("resetting the job")?;
+    Ok(())
+}
+
+/// Totals of one worker invocation.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunTotals {
+    pub batches: i64,
+    pub claimed: i64,
+    pub processed: i64,
+    pub failed: i64,
+    pub released: i64,
+}
+
+pub async fn start_run(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    worker: &str,
+    command: &str,
+    event: Option<Uuid>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO matchmaking_runs (id, worker_id, command, event_id) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(command)
+    .bind(event)
+    .execute(db)
+    .await
+    .context("recording the run")?;
+    Ok(())
+}
+
+/// Updates a run's totals; with `stop_reason`, also marks it finished.
+pub async fn update_run(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    t: &RunTotals,
+    stop_reason: Option<&str>,
+    error: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE matchmaking_runs
+            SET batches = $2, claimed = $3, processed = $4, failed = $5, released = $6,
+                heartbeat_at = now(), stop_reason = $7, error = $8,
+                finished_at = CASE WHEN $7 IS NULL THEN NULL ELSE now() END
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(t.batches as i32)
+    .bind(t.claimed as i32)
+    .bind(t.processed as i32)
+    .bind(t.failed as i32)
+    .bind(t.released as i32)
+    .bind(stop_reason)
+    .bind(error)
+    .execute(db)
+    .await
+    .context("recording run totals")?;
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! `matchmaking_queue`: choosing an event, the per-event lock, claiming,
+//! completing, retrying and releasing rows.
+
+use anyhow::{Context, Result};
+use sqlx::{PgConnection, PgExecutor, Postgres, Transaction};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A row this worker claimed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedRow {
+    pub id: i64,
+    pub user_id: Uuid,
+    pub reason: String,
+    pub priority: i16,
+    /// Attempts including this one.
+    pub attempts: i32,
+}
+
+/// The next event with claimable work, best priority first, skipping the
+/// events in `skip` (their lock is held by another worker).
+///
+/// Claimable: pending and due, or processing with an expired lease (its
+/// worker died). Read-only and lock-free; the claim re-checks everything.
+pub async fn next_event(
+    db: impl PgExecutor<'_>,
+    only: Option<Uuid>,
+    skip: &[Uuid],
+) -> Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT event_id FROM (
+             (SELECT event_id, priority FROM matchmaking_queue
+               WHERE status = 'pending' AND available_at <= now()
+                 AND ($1::uuid IS NULL OR event_id = $1) AND event_id <> ALL($2)
+               ORDER BY priority DESC, available_at LIMIT 64)
+             UNION ALL
+             (SELECT event_id, 0::smallint FROM matchmaking_queue
+               WHERE status = 'processing' AND locked_until < now()
+                 AND ($1::uuid IS NULL OR event_id = $1) AND event_id <> ALL($2)
+               LIMIT 64)
+         ) c
+         GROUP BY event_id ORDER BY max(priority) DESC, event_id LIMIT 1",
+    )
+    .bind(only)
+    .bind(skip)
+    .fetch_optional(db)
+    .await
+    .context("looking for queued work")
+}
+
+/// Takes the event's advisory lock for this session without waiting.
+///
+/// Holding it is what serialises batches of one event (see
+/// `migrations/*_triggers.sql` for the contract with the triggers). It is a
+/// session lock, so it does not keep a transaction open while scoring, and
+/// PostgreSQL drops it when the connection dies (a killed worker never
+/// strands an event).
+pub async fn try_lock_event(conn: &mut PgConnection, event: Uuid) -> Result<bool> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock(matchmaker_lock_key($1))")
+        .bind(event)
+        .fetch_one(conn)
+        .await
+        .context("taking the event lock")
+}
+
+/// Releases the event's advisory lock.
+pub async fn unlock_event(conn: &mut PgConnection, event: Uuid) -> Result<()> {
+    let released: bool = sqlx::query_scalar("SELECT pg_advisory_unlock(matchmaker_lock_key($1))")
+        .bind(event)
+        .fetch_one(conn)
+        .await
+        .context("releasing the event lock")?;
+    anyhow::ensure!(released, "the event lock was not held");
+    Ok(())
+}
+
+/// Claims up to `n` rows of one event, highest priority first, under a lease.
+///
+/// Committed on its own (autocommit), so no transaction stays open while the
+/// batch is scored. `FOR UPDATE SKIP LOCKED` skips rows another transaction
+/// holds, e.g. a trigger that is raising the priority of a pending row in an
+/// uncommitted application transaction: that row is left for a later batch,
+/// which will see the application's change. Attempts are counted here, so a
+/// worker killed mid-batch still spends one.
+pub async fn claim(
+    conn: &mut PgConnection,
+    event: Uuid,
+    n: i64,
+    worker: &str,
+    lease: Duration,
+) -> Result<Vec<ClaimedRow>> {
+    sqlx::query_as::<_, ClaimedRow>(
+        "WITH picked AS (
+             SELECT id FROM matchmaking_queue
+              WHERE event_id = $1
+                AND ((status = 'pending' AND available_at <= now())
+                  OR (status = 'processing' AND locked_until < now()))
+              ORDER BY priority DESC, enqueued_at, id
+              LIMIT $2
+              FOR UPDATE SKIP LOCKED)
+         UPDATE matchmaking_queue q
+            SET status = 'processing', attempts = q.attempts + 1, locked_by = $3,
+                locked_until = now() + make_interval(secs => $4), claimed_at = now()
+           FROM picked WHERE q.id = picked.id
+         RETURNING q.id, q.user_id, q.reason, q.priority, q.attempts",
+    )
+    .bind(event)
+    .bind(n)
+    .bind(worker)
+    .bind(lease.as_secs_f64())
+    .fetch_all(conn)
+    .await
+    .context("claiming a batch")
+}
+
+/// Marks claimed rows done. Guarded by "still mine": a row whose lease was
+/// taken over is not counted; the caller compares the count and rolls back.
+pub async fn complete(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+    worker: &str,
+) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "UPDATE matchmaking_queue
+            SET status = 'done', locked_until = NULL, locked_by = NULL, finished_at = now(), last_error = NULL
+          WHERE id = ANY($1) AND status = 'processing' AND locked_by = $2",
+    )
+    .bind(ids)
+    .bind(worker)
+    .execute(&mut **tx)
+    .await
+    .context("completing rows")?;
+    Ok(done.rows_affected())
+}
+
+/// How a claimed row that is not done goes back.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: i32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+/// What [`give_back`] does with each row.
+pub enum GiveBack<'a> {
+    /// Not started (deadline or shutdown): pending again at once, and the
+    /// attempt the claim counted is refunded.
+    Release,
+    /// Failed with these errors (one per id): pending again after an
+    /// exponential backoff with jitter, or `failed` after the last attempt.
+    Retry(&'a [String], RetryPolicy),
+}
+
+/// Returns claimed rows to the queue (see [`GiveBack`]). Returns how many
+/// rows ended `failed`.
+///
+/// A row can only go back to `pending` if its attendee has no other pending
+/// row (one pending row per attendee). When a newer change already enqueued
+/// one, this row is marked done instead: the newer row redoes the work. If
+/// that newer row is inserted concurrently, our UPDATE waits for it and then
+/// fails with a unique violation; the statement runs in a savepoint and is
+/// retried, and the retry sees the committed row.
+pub async fn give_back(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    worker: &str,
+    how: GiveBack<'_>,
+) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let (errors, policy, refund) = match how {
+        GiveBack::Release => (None, None, true),
+        GiveBack::Retry(errors, policy) => (Some(errors), Some(policy), false),
+    };
+    let mut last_err = None;
+    for _ in 0..3 {
+        let mut sp = sqlx::Connection::begin(&mut *conn)
+            .await
+            .context("opening a savepoint")?;
+        let result = sqlx::query_scalar::<_, i64>(
+            "WITH upd AS (
+                 UPDATE matchmaking_queue q SET
+                     status = CASE
+                         WHEN NOT $3 AND q.attempts >= $5 THEN 'failed'
+                         WHEN EXISTS (SELECT 1 FROM matchmaking_queue s
+                                       WHERE s.event_id = q.event_id AND s.user_id = q.user_id
+                                         AND s.status = 'pending') THEN 'done'
+                         ELSE 'pending' END,
+                     attempts = CASE WHEN $3 THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,
+                     available_at = CASE WHEN $3 THEN now() ELSE now() + make_interval(secs =>
+                         least($7, $6 * power(2, greatest(q.attempts - 1, 0))) * (0.5 + random() / 2)) END,
+                     last_error = CASE WHEN $3 THEN q.last_error ELSE e.err END,
+                     locked_until = NULL, locked_by = NULL,
+                     finished_at = CASE WHEN NOT $3 AND q.attempts >= $5 THEN now() END
+                   FROM unnest($1::bigint[], $4::text[]) AS e(id, err)
+                  WHERE q.id = e.id AND q.status = 'processing' AND q.locked_by = $2
+                 RETURNING q.status)
+             SELECT count(*) FILTER (WHERE status = 'failed') FROM upd",
+        )
+        .bind(ids)
+        .bind(worker)
+        .bind(refund)
+        .bind(match errors {
+            Some(e) => e.to_vec(),
+            None => vec![String::new(); ids.len()],
+        })
+        .bind(policy.map_or(i32::MAX, |p| p.max_attempts))
+        .bind(policy.map_or(0.0, |p| p.base.as_secs_f64()))
+        .bind(policy.map_or(0.0, |p| p.cap.as_secs_f64()))
+        .fetch_one(&mut *sp)
+        .await;
+        match result {
+            Ok(failed) => {
+                sp.commit().await.context("releasing the savepoint")?;
+                return Ok(u64::try_from(failed).unwrap_or(0));
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                sp.rollback().await.context("rolling back the savepoint")?;
+                last_err = Some(e.to_string());
+            }
+            Err(e) => return Err(e).context("returning rows to the queue"),
+        }
+    }
+    anyhow::bail!(
+        "returning rows to the queue kept conflicting with new rows: {}",
+        last_err.unwrap_or_default()
+    )
+}
+
+/// Enqueues every active attendee of an event. Returns rows inserted or raised.
+pub async fn enqueue_event(
+    db: impl PgExecutor<'_>,
+    event: Uuid,
+    reason: &str,
+    priority: i16,
+) -> Result<i64> {
+    let n: i32 = sqlx::query_scalar(
+        "SELECT matchmaker_enqueue($1,
+             ARRAY(SELECT user_id FROM event_participants WHERE event_id = $1 AND status = 'active'),
+             $2, $3)",
+    )
+    .bind(event)
+    .bind(reason)
+    .bind(priority)
+    .fetch_one(db)
+    .await
+    .context("enqueueing the event's attendees")?;
+    Ok(i64::from(n))
+}
+
+/// Whether an event still has pending or processing rows.
+pub async fn event_has_work(db: impl PgExecutor<'_>, event: Uuid) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM matchmaking_queue
+                         WHERE event_id = $1 AND status IN ('pending', 'processing'))",
+    )
+    .bind(event)
+    .fetch_one(db)
+    .await
+    .context("checking the event's queue")
+}
+
+/// Deletes done rows finished before `older_than` ago. Returns rows deleted.
+pub async fn prune_done(db: impl PgExecutor<'_>, older_than: Duration) -> Result<u64> {
+    let r = sqlx::query(
+        "DELETE FROM matchmaking_queue WHERE id IN (
+             SELECT id FROM matchmaking_queue
+              WHERE status = 'done' AND finished_at < now() - make_interval(secs => $1)
+              LIMIT 10000)",
+    )
+    .bind(older_than.as_secs_f64())
+    .execute(db)
+    .await
+    .context("pruning done rows")?;
+    Ok(r.rows_affected())
+}

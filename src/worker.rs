@@ -1,0 +1,746 @@
+//! The worker loop: pick an event → take its lock → claim a batch → refresh
+//! the event snapshot → repair each claimed attendee → write the changed
+//! lists and finish the rows in one transaction → release the lock; until
+//! the queue is drained, the deadline nears, or shutdown is requested.
+//!
+//! ## Why this is exact under concurrency and crashes
+//!
+//! - **One batch per event at a time.** A batch runs entirely under the
+//!   event's advisory lock (a session lock on a dedicated connection), and
+//!   the triggers that delete match rows take the same lock. So the lists a
+//!   batch reads cannot change before it writes (no lost update between two
+//!   workers bumping the same attendee), and there is a single lock per batch
+//!   (no lock-ordering deadlock between workers). Different events proceed
+//!   in parallel.
+//! - **Fresh data.** The snapshot is refreshed *after* the claim, under the
+//!   lock, so it contains every change whose queue row was claimed. A change
+//!   committed after the refresh enqueued a new row in its own transaction,
+//!   so its attendee stays dirty and a later batch repairs it (see
+//!   [`crate::matching::engine`] for the invariant).
+//! - **Crashes.** Matches and the completion of their queue rows commit in
+//!   one transaction. A worker killed before that commit leaves its rows
+//!   `processing`; the lease expires and another worker claims them again.
+//!   Its lock dies with its connection.
+//! - **Deadline.** Claims stop when the remaining time is too short for a
+//!   batch; scoring stops between attendees at the deadline, the finished
+//!   ones are written and the unstarted ones go back to pending with their
+//!   attempt refunded. A hard stop at `max_runtime + grace` abandons whatever
+//!   is still waiting on the database and releases the rows.
+
+use crate::matching::profile::{Participant, TagInterner};
+use crate::matching::score::explain;
+use crate::matching::{self, Entry, Event, EventSettings, Lists};
+use crate::store::jobs::{self, RunTotals};
+use crate::store::matches::{self, Diff, Upsert};
+use crate::store::queue::{self, ClaimedRow, GiveBack, RetryPolicy};
+use crate::store::snapshot::{self, MatchRow, Read, SettingsRow};
+use anyhow::{Context, Result};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+use uuid::Uuid;
+
+/// How long past `max_runtime` a run may take to abandon a stuck batch and
+/// hand its rows back.
+pub const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How many event snapshots one process keeps in memory.
+const CACHED_EVENTS: usize = 4;
+
+/// Everything that shapes one worker invocation.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Rows claimed per batch.
+    pub batch_size: i64,
+    /// How long a claim lasts before another worker may take the rows over.
+    pub lease: Duration,
+    /// Stop claiming in time to return within this; `None` runs until drained.
+    pub max_runtime: Option<Duration>,
+    /// Only this event.
+    pub event: Option<Uuid>,
+    pub retry: RetryPolicy,
+    /// With `event`: keep waiting (for backoffs and other workers' leases)
+    /// until the event has no pending or processing rows.
+    pub until_event_done: bool,
+    /// Which command started the run, for the run history.
+    pub command: &'static str,
+    /// Done rows older than this are deleted at the start of a run.
+    pub retain_done: Duration,
+    /// Fault injection for tests and drills: sleep this long before scoring
+    /// each attendee, as if scoring were slow.
+    pub fault_score_delay: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 20,
+            lease: Duration::from_secs(120),
+            max_runtime: Some(Duration::from_secs(45)),
+            event: None,
+            retry: RetryPolicy {
+                max_attempts: 5,
+                base: Duration::from_secs(2),
+                cap: Duration::from_secs(600),
+            },
+            until_event_done: false,
+            command: "run",
+            retain_done: Duration::from_secs(7 * 24 * 3600),
+            fault_score_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Why a run stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Nothing claimable is left.
+    Drained,
+    /// The deadline was near.
+    Deadline,
+    /// SIGINT/SIGTERM.
+    Shutdown,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Drained => "drained",
+            StopReason::Deadline => "deadline",
+            StopReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    pub run_id: Uuid,
+    pub worker_id: String,
+    pub stop_reason: StopReason,
+    pub totals: RunTotals,
+    pub elapsed_ms: u128,
+}
+
+/// An event held in memory between batches, refreshed by deltas.
+struct CachedEvent {
+    pg_snapshot: String,
+    settings: SettingsRow,
+    event: Event,
+    last_used: Instant,
+}
+
+struct Worker {
+    pool: PgPool,
+    connect: PgConnectOptions,
+    opts: WorkerOptions,
+    worker_id: String,
+    run_id: Uuid,
+    cache: HashMap<Uuid, CachedEvent>,
+    lock_conn: Option<PgConnection>,
+    totals: RunTotals,
+    /// Rows claimed and not yet finished, for the hard stop.
+    in_flight: Arc<Mutex<Vec<i64>>>,
+    shutdown: CancellationToken,
+    last_heartbeat: Instant,
+}
+
+/// A worker id that tells an operator where the process runs.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let suffix: u32 = rand::random();
+    format!("{host}:{}:{:08x}", std::process::id(), suffix)
+}
+
+/// Runs the worker until drained, the deadline, or `shutdown`.
+///
+/// `connect` opens the dedicated connection that holds event locks; `pool`
+/// serves everything else.
+pub async fn run(
+    pool: &PgPool,
+    connect: &PgConnectOptions,
+    opts: WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let mut w = Worker {
+        pool: pool.clone(),
+        connect: connect.clone(),
+        worker_id: worker_id(),
+        run_id: Uuid::new_v4(),
+        cache: HashMap::new(),
+        lock_conn: None,
+        totals: RunTotals::default(),
+        in_flight: Arc::new(Mutex::new(Vec::new())),
+        shutdown,
+        last_heartbeat: started,
+        opts,
+    };
+    jobs::start_run(
+        &w.pool,
+        w.run_id,
+        &w.worker_id,
+        w.opts.command,
+        w.opts.event,
+    )
+    .await?;
+    info!(run.id = %w.run_id, worker = %w.worker_id, event = ?w.opts.event,
+          max_runtime = ?w.opts.max_runtime, batch_size = w.opts.batch_size, "worker started");
+    match queue::prune_done(&w.pool, w.opts.retain_done).await {
+        Ok(0) => {}
+        Ok(n) => info!(rows = n, "pruned old done rows"),
+        Err(e) => warn!(error = %format!("{e:#}"), "could not prune done rows"),
+    }
+
+    let deadline = w.opts.max_runtime.map(|d| started + d);
+    let in_flight = w.in_flight.clone();
+    let outcome = match deadline {
+        Some(d) => match tokio::time::timeout_at(d + HARD_STOP_GRACE, w.drain(deadline)).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!("hard stop: a database call outlived the deadline; abandoning the batch");
+                Ok(StopReason::Deadline)
+            }
+        },
+        None => w.drain(None).await,
+    };
+    // Whatever is still claimed (hard stop, or an error) goes back at once.
+    let stranded: Vec<i64> =
+        std::mem::take(&mut *in_flight.lock().unwrap_or_else(|p| p.into_inner()));
+    w.lock_conn = None;
+    if !stranded.is_empty() {
+        let released = release_with_pool(&w.pool, &stranded, &w.worker_id).await;
+        w.totals.released += released as i64;
+    }
+    let (reason, error) = match &outcome {
+        Ok(r) => (r.as_str(), None),
+        Err(e) => ("error", Some(format!("{e:#}"))),
+    };
+    let finish = jobs::update_run(&w.pool, w.run_id, &w.totals, Some(reason), error.as_deref());
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(2), finish)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
+    {
+        warn!(error = %format!("{e:#}"), "could not record the end of the run");
+    }
+    let stop_reason = outcome?;
+    let summary = RunSummary {
+        run_id: w.run_id,
+        worker_id: w.worker_id.clone(),
+        stop_reason,
+        totals: w.totals.clone(),
+        elapsed_ms: started.elapsed().as_millis(),
+    };
+    info!(run.id = %summary.run_id, stop = stop_reason.as_str(), claimed = summary.totals.claimed,
+          processed = summary.totals.processed, failed = summary.totals.failed,
+          released = summary.totals.released, elapsed_ms = summary.elapsed_ms as u64, "worker stopped");
+    Ok(summary)
+}
+
+/// Hands rows back with a fresh connection, bounded in time. Returns rows released.
+async fn release_with_pool(pool: &PgPool, ids: &[i64], worker: &str) -> u64 {
+    let attempt = async {
+        let mut conn = pool.acquire().await.context("connecting to release rows")?;
+        queue::give_back(&mut conn, ids, worker, GiveBack::Release).await?;
+        anyhow::Ok(ids.len() as u64)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(n)) => {
+            info!(rows = n, "released unfinished rows");
+            n
+        }
+        Ok(Err(e)) => {
+            warn!(error = %format!("{e:#}"), "could not release rows; they return when their lease expires");
+            0
+        }
+        Err(_) => {
+            warn!("releasing rows timed out; they return when their lease expires");
+            0
+        }
+    }
+}
+
+impl Worker {
+    /// The main loop.
+    async fn drain(&mut self, deadline: Option<Instant>) -> Result<StopReason> {
+        let mut batch_time = Duration::from_millis(500);
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(StopReason::Shutdown);
+            }
+            if let Some(d) = deadline {
+                // Claim only when a batch like the last ones fits comfortably.
+                let margin = (batch_time * 2).max(Duration::from_millis(500));
+                if Instant::now() + margin >= d {
+                    return Ok(StopReason::Deadline);
+                }
+            }
+            let mut skip = Vec::new();
+            let mut worked = false;
+            let mut found = false;
+            while let Some(event) = queue::next_event(&self.pool, self.opts.event, &skip).await? {
+                found = true;
+                let conn = self.lock_conn().await?;
+                if !queue::try_lock_event(conn, event).await? {
+                    debug!(event.id = %event, "event busy with another worker");
+                    skip.push(event);
+                    if skip.len() >= 16 {
+                        break;
+                    }
+                    continue;
+                }
+                let t0 = Instant::now();
+                let result = self.batch(event, deadline).await;
+                match result {
+                    Ok(()) => {
+                        let conn = self.lock_conn().await?;
+                        queue::unlock_event(conn, event).await?;
+                    }
+                    Err(e) => {
+                        // The connection (and so the lock) is dropped: the
+                        // session may be in any state after a failed batch.
+                        self.lock_conn = None;
+                        self.cache.remove(&event);
+                        let ids = std::mem::take(
+                            &mut *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()),
+                        );
+                        let msg = format!("{e:#}");
+                        warn!(event.id = %event, error = %msg, "batch failed; its rows will be retried");
+                        self.retry_rows(&ids, &msg).await;
+                    }
+                }
+                batch_time = (batch_time + t0.elapsed()) / 2;
+                worked = true;
+                break;
+            }
+            self.heartbeat(false).await;
+            if worked {
+                continue;
+            }
+            if !found {
+                // Nothing claimable now.
+                let waiting = match (self.opts.until_event_done, self.opts.event) {
+                    (true, Some(event)) => queue::event_has_work(&self.pool, event).await?,
+                    _ => false,
+                };
+                if !waiting {
+                    return Ok(StopReason::Drained);
+                }
+            }
+            // Work exists but is locked by other workers or waiting out a backoff.
+            let pause = Duration::from_millis(100 + u64::from(rand::random::<u8>()));
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.shutdown.cancelled() => return Ok(StopReason::Shutdown),
+            }
+        }
+    }
+
+    async fn lock_conn(&mut self) -> Result<&mut PgConnection> {
+        if self.lock_conn.is_none() {
+            let conn = PgConnection::connect_with(&self.connect)
+                .await
+                .context("opening the worker's lock connection")?;
+            self.lock_conn = Some(conn);
+        }
+        self.lock_conn
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("lock connection unavailable"))
+    }
+
+    async fn heartbeat(&mut self, force: bool) {
+        if !force && self.last_heartbeat.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_heartbeat = Instant::now();
+        if let Err(e) = jobs::update_run(&self.pool, self.run_id, &self.totals, None, None).await {
+            warn!(error = %format!("{e:#}"), "could not record run progress");
+        }
+    }
+
+    /// Rows of a failed batch: retried after a backoff, or failed for good.
+    async fn retry_rows(&mut self, ids: &[i64], error: &str) {
+        if ids.is_empty() {
+            return;
+        }
+        let errors = vec![error.to_string(); ids.len()];
+        let attempt = async {
+            let mut conn = self.pool.acquire().await?;
+            queue::give_back(
+                &mut conn,
+                ids,
+                &self.worker_id,
+                GiveBack::Retry(&errors, self.opts.retry),
+            )
+            .await
+        };
+        match attempt.await {
+            Ok(failed) => self.totals.failed += failed as i64,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "could not reschedule rows; they return when their lease expires")
+            }
+        }
+    }
+
+    /// One batch of one event, with the event lock held on `lock_conn`.
+    async fn batch(&mut self, event: Uuid, deadline: Option<Instant>) -> Result<()> {
+        let worker_id = self.worker_id.clone();
+        let (batch_size, lease) = (self.opts.batch_size, self.opts.lease);
+        let conn = self.lock_conn().await?;
+        let rows = queue::claim(conn, event, batch_size, &worker_id, lease).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) =
+            rows.iter().map(|r| r.id).collect();
+        self.totals.batches += 1;
+        self.totals.claimed += rows.len() as i64;
+        let span =
+            info_span!("batch", event.id = %event, batch.size = rows.len(), run.id = %self.run_id);
+        self.batch_inner(event, rows, deadline)
+            .instrument(span)
+            .await?;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
+    }
+
+    async fn batch_inner(
+        &mut self,
+        event: Uuid,
+        rows: Vec<ClaimedRow>,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let max_attempts = self.opts.retry.max_attempts;
+        // Rows whose lease expired too often: their worker keeps dying on
+        // them. Give up on those rather than risk the whole batch.
+        let (rows, abandoned): (Vec<ClaimedRow>, Vec<ClaimedRow>) =
+            rows.into_iter().partition(|r| r.attempts <= max_attempts);
+        let claimed_ids: Vec<i64> = rows.iter().chain(&abandoned).map(|r| r.id).collect();
+
+        let (mut cached, read) = self.refresh(event, &claimed_ids).await?;
+        let read_ms = t0.elapsed().as_millis();
+
+        // Score off the async runtime.
+        let dirty: HashSet<Uuid> = read.dirty.iter().copied().collect();
+        let old_lists = group_lists(read.lists);
+        let stop = self.shutdown.clone();
+        let score_deadline = deadline.map(|d| d.into_std());
+        let fault_delay = self.opts.fault_score_delay;
+        let scored = tokio::task::spawn_blocking(move || {
+            let result = score_batch(
+                &cached.event,
+                &old_lists,
+                dirty,
+                &rows,
+                score_deadline,
+                &stop,
+                fault_delay,
+            );
+            cached.last_used = Instant::now();
+            (cached, result)
+        })
+        .await
+        .context("scoring task panicked")?;
+        let (cached, scored) = scored;
+        let score_ms = t0.elapsed().as_millis() - read_ms;
+
+        // One transaction: matches, queue rows, job progress.
+        let algorithm = cached.settings.algorithm.clone();
+        let worker_id = self.worker_id.clone();
+        let policy = self.opts.retry;
+        let conn = self.lock_conn().await?;
+        let mut tx = conn.begin().await.context("starting the write")?;
+        matches::apply(&mut tx, event, &algorithm, &scored.diff).await?;
+        let completed = queue::complete(&mut tx, &scored.done, &worker_id).await?;
+        anyhow::ensure!(
+            completed == scored.done.len() as u64,
+            "lost the lease on {} of {} rows; not writing this batch",
+            scored.done.len() as u64 - completed,
+            scored.done.len()
+        );
+        let mut failed_ids: Vec<i64> = scored.problems.iter().map(|p| p.0).collect();
+        let mut errors: Vec<String> = scored.problems.iter().map(|p| p.1.clone()).collect();
+        for r in &abandoned {
+            failed_ids.push(r.id);
+            errors.push(format!(
+                "abandoned after {} attempts: the worker holding it died or stalled past its lease each time",
+                r.attempts - 1
+            ));
+        }
+        let failed = queue::give_back(
+            &mut tx,
+            &failed_ids,
+            &worker_id,
+            GiveBack::Retry(&errors, policy),
+        )
+        .await?;
+        queue::give_back(&mut tx, &scored.unstarted, &worker_id, GiveBack::Release).await?;
+        let processed = scored.done.len() as i64;
+        jobs::record_batch(
+            &mut tx,
+            event,
+            processed,
+            failed as i64,
+            errors.last().map(String::as_str),
+        )
+        .await?;
+        tx.commit().await.context("committing the batch")?;
+
+        self.totals.processed += processed;
+        self.totals.failed += failed as i64;
+        self.totals.released += scored.unstarted.len() as i64;
+        for (id, err) in scored.problems.iter() {
+            warn!(row = id, error = %err, "attendee has malformed data");
+        }
+        info!(
+            processed,
+            problems = scored.problems.len(),
+            released = scored.unstarted.len(),
+            rows_written = scored.diff.rows(),
+            full_recomputes = scored.full_recomputes,
+            read_ms = read_ms as u64,
+            score_ms = score_ms as u64,
+            total_ms = t0.elapsed().as_millis() as u64,
+            "batch done"
+        );
+        self.cache.insert(event, cached);
+        Ok(())
+    }
+
+    /// Brings the cached snapshot of an event up to date (or loads it).
+    async fn refresh(&mut self, event: Uuid, claimed: &[i64]) -> Result<(CachedEvent, Read)> {
+        let previous = self.cache.remove(&event);
+        if self.cache.len() >= CACHED_EVENTS {
+            if let Some(oldest) = self
+                .cache
+                .iter()
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(k, _)| *k)
+            {
+                self.cache.remove(&oldest);
+            }
+        }
+        let since = previous.as_ref().map(|c| c.pg_snapshot.clone());
+        let conn = self.lock_conn().await?;
+        let read = snapshot::read(conn, event, since.as_deref(), claimed)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("event {event} no longer exists"))?;
+        if let Some(mut cached) = previous {
+            if cached.settings == read.settings {
+                apply_delta(&mut cached, &read);
+                if cached.event.participant_count() as i64 == read.participant_count
+                    && cached.event.exclusion_rows() as i64 == read.exclusion_count
+                {
+                    cached.pg_snapshot = read.pg_snapshot.clone();
+                    return Ok((cached, read));
+                }
+                debug!(event.id = %event, "rows were deleted since the last batch; reloading the event");
+            }
+        }
+        let conn = self.lock_conn().await?;
+        let read = snapshot::read(conn, event, None, claimed)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("event {event} no longer exists"))?;
+        let cached = load_full(event, &read);
+        debug!(event.id = %event, participants = read.participant_count, "loaded the event");
+        Ok((cached, read))
+    }
+}
+
+fn settings_of(event: Uuid, row: &SettingsRow) -> EventSettings {
+    EventSettings {
+        id: event,
+        algorithm: row.algorithm.parse(),
+        matches_per_user: usize::try_from(row.matches_per_user)
+            .unwrap_or(1)
+            .clamp(1, 20),
+        exclude_same_company: row.exclude_same_company,
+        embedding_dimensions: row
+            .embedding_dimensions
+            .and_then(|d| usize::try_from(d).ok()),
+    }
+}
+
+fn load_full(event: Uuid, read: &Read) -> CachedEvent {
+    let settings = settings_of(event, &read.settings);
+    let dims = settings.embedding_dimensions;
+    let mut e = Event::new(settings, TagInterner::default());
+    for row in &read.participants {
+        let p = Participant::from_row(row, dims, &mut e.tags);
+        e.upsert(p);
+    }
+    for (a, b) in &read.exclusions {
+        e.exclude(*a, *b);
+    }
+    CachedEvent {
+        pg_snapshot: read.pg_snapshot.clone(),
+        settings: read.settings.clone(),
+        event: e,
+        last_used: Instant::now(),
+    }
+}
+
+fn apply_delta(cached: &mut CachedEvent, read: &Read) {
+    let dims = cached.event.settings.embedding_dimensions;
+    for row in &read.participants {
+        let p = Participant::from_row(row, dims, &mut cached.event.tags);
+        cached.event.upsert(p);
+    }
+    for (a, b) in &read.exclusions {
+        cached.event.exclude(*a, *b);
+    }
+}
+
+/// Current rows of every list, by owner, in rank order.
+fn group_lists(rows: Vec<MatchRow>) -> HashMap<Uuid, Vec<MatchRow>> {
+    let mut out: HashMap<Uuid, Vec<MatchRow>> = HashMap::new();
+    for r in rows {
+        out.entry(r.user_id).or_default().push(r);
+    }
+    out
+}
+
+/// The result of scoring one batch.
+#[derive(Debug, Default)]
+struct Scored {
+    diff: Diff,
+    /// Rows repaired cleanly.
+    done: Vec<i64>,
+    /// Rows repaired but with malformed input to report.
+    problems: Vec<(i64, String)>,
+    /// Rows not started before the deadline or shutdown.
+    unstarted: Vec<i64>,
+    full_recomputes: usize,
+}
+
+/// Repairs each claimed attendee in claim order, then diffs the lists.
+fn score_batch(
+    event: &Event,
+    old: &HashMap<Uuid, Vec<MatchRow>>,
+    mut dirty: HashSet<Uuid>,
+    rows: &[ClaimedRow],
+    deadline: Option<std::time::Instant>,
+    stop: &CancellationToken,
+    fault_delay: Duration,
+) -> Scored {
+    let mut lists: Lists = old
+        .iter()
+        .map(|(u, rs)| {
+            (
+                *u,
+                rs.iter()
+                    .map(|r| Entry::new(r.matched_user_id, r.score))
+                    .collect(),
+            )
+        })
+        .collect();
+    // Attendees with other queue work stay dirty; batch members are dirty
+    // until their own repair.
+    let other_work = dirty.clone();
+    dirty.extend(rows.iter().map(|r| r.user_id));
+    let mut out = Scored::default();
+    let mut touched = BTreeSet::new();
+    let mut repaired = HashSet::new();
+    for row in rows {
+        let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+        if late || stop.is_cancelled() {
+            out.unstarted.push(row.id);
+            continue;
+        }
+        if !fault_delay.is_zero() {
+            std::thread::sleep(fault_delay);
+        }
+        if !other_work.contains(&row.user_id) {
+            dirty.remove(&row.user_id);
+        }
+        let r = matching::repair(event, &mut lists, &dirty, row.user_id);
+        out.full_recomputes += r.full_recomputes;
+        touched.extend(r.touched);
+        repaired.insert(row.user_id);
+        match r.problem {
+            Some(p) => out.problems.push((row.id, p)),
+            None => out.done.push(row.id),
+        }
+    }
+    // Rows pointing at a repaired attendee get fresh reasons even when the
+    // score did not move (their profile text may have).
+    for (owner, list) in &lists {
+        if list.iter().any(|e| repaired.contains(&e.user)) {
+            touched.insert(*owner);
+        }
+    }
+    out.diff = diff(event, old, &lists, &touched, &repaired);
+    out
+}
+
+/// The writes that turn the old lists into the new ones for `touched` owners.
+fn diff(
+    event: &Event,
+    old: &HashMap<Uuid, Vec<MatchRow>>,
+    new: &Lists,
+    touched: &BTreeSet<Uuid>,
+    repaired: &HashSet<Uuid>,
+) -> Diff {
+    let version = match &event.settings.algorithm {
+        Ok(a) => a.as_str(),
+        Err(_) => "",
+    };
+    let mut d = Diff::default();
+    let empty = Vec::new();
+    for owner in touched {
+        let before = old.get(owner).unwrap_or(&empty);
+        let after = new.get(owner).map(Vec::as_slice).unwrap_or(&[]);
+        for (i, e) in after.iter().enumerate() {
+            let rank = (i + 1) as i16;
+            let prior = before.iter().find(|r| r.matched_user_id == e.user);
+            let rewrite = match prior {
+                None => true,
+                Some(p) => {
+                    repaired.contains(owner)
+                        || repaired.contains(&e.user)
+                        || p.score.to_bits() != e.score.to_bits()
+                        || p.algorithm_version != version
+                }
+            };
+            if rewrite {
+                let reasons = match (
+                    &event.settings.algorithm,
+                    event.participant(*owner),
+                    event.participant(e.user),
+                ) {
+                    (Ok(alg), Some(me), Some(other)) => {
+                        explain(*alg, me, other, &event.tags).to_string()
+                    }
+                    _ => "{}".to_string(),
+                };
+                d.upsert.push(Upsert {
+                    user_id: *owner,
+                    matched_user_id: e.user,
+                    rank,
+                    score: e.score,
+                    reasons,
+                });
+            } else if prior.is_some_and(|p| p.rank != rank) {
+                d.rerank.push((*owner, e.user, rank));
+            }
+        }
+        for r in before {
+            if !after.iter().any(|e| e.user == r.matched_user_id) {
+                d.delete.push((*owner, r.matched_user_id));
+            }
+        }
+    }
+    d
+}
