@@ -137,7 +137,7 @@ CREATE INDEX matchmaking_runs_started ON matchmaking_runs (started_at DESC);
 
 CREATE TABLE user_matches (
     id                 bigint GENERATED ALWAYS AS IDENTITY,
-    event_id           uuid NOT NULL,
+    event_id           uuid NOT NULL REFERENCES events (id) ON DELETE CASCADE,
     user_id            uuid NOT NULL,
     matched_user_id    uuid NOT NULL,
     rank               smallint NOT NULL CHECK (rank BETWEEN 1 AND 20),
@@ -149,11 +149,12 @@ CREATE TABLE user_matches (
     -- The app's read: WHERE event_id = $1 AND user_id = $2 ORDER BY rank.
     PRIMARY KEY (event_id, user_id, matched_user_id),
     UNIQUE (id),
-    CHECK (user_id <> matched_user_id),
-    FOREIGN KEY (event_id, user_id)
-        REFERENCES event_participants (event_id, user_id) ON DELETE CASCADE,
-    FOREIGN KEY (event_id, matched_user_id)
-        REFERENCES event_participants (event_id, user_id) ON DELETE CASCADE
+    CHECK (user_id <> matched_user_id)
+    -- Deliberately no foreign key to event_participants: its check would make
+    -- every match write take a KEY SHARE lock on both participant rows, and a
+    -- DELETE of a participant holds that row's lock while its trigger waits
+    -- for the event lock a batch holds: a deadlock. The delete trigger removes
+    -- the attendee's rows instead (see the triggers migration).
 );
 
 -- "Who has X in their list": leaves, exclusions and profile edits.

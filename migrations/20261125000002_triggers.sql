@@ -15,6 +15,11 @@
 --     that committed before it.
 --   * Triggers that only enqueue take no lock: a batch that used the old
 --     profile is repaired when the new queue row is processed.
+--   * While a batch holds the event lock it never waits long for a lock an
+--     application transaction may hold (its write transaction runs with a
+--     short lock_timeout, and user_matches has no foreign key to
+--     event_participants), so a trigger waiting for the event lock cannot
+--     deadlock with it: the batch gives up and is retried.
 
 -- The advisory lock key of an event. One function so that the worker and the
 -- triggers can never disagree on it.
@@ -139,8 +144,7 @@ CREATE TRIGGER event_participants_enqueue
     AFTER INSERT OR UPDATE ON event_participants
     FOR EACH ROW EXECUTE FUNCTION matchmaker_participant_changed();
 
--- A deleted attendee leaves at once. BEFORE, so the lock is taken before the
--- foreign-key cascade touches user_matches.
+-- A deleted attendee leaves at once.
 CREATE FUNCTION matchmaker_participant_deleted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -15,13 +15,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log line format (logs go to stderr).
-    #[arg(
-        long,
-        env = "LOG_FORMAT",
-        value_enum,
-        default_value = "pretty",
-        global = true
-    )]
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
     pub log_format: LogFormat,
 }
 
@@ -91,8 +85,7 @@ pub struct WorkerArgs {
 
 /// Parses durations written like `45s`, `500ms`, `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e} (write durations like 45s, 500ms, 2m)"))
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (write durations like 45s, 500ms, 2m)"))
 }
 
 #[cfg(test)]

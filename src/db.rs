@@ -60,14 +60,8 @@ pub fn connect_options(url: &str, limits: SessionLimits) -> Result<PgConnectOpti
         )
     })?;
     Ok(opts.application_name("matchmaker").options([
-        (
-            "statement_timeout",
-            format!("{}", limits.statement_timeout.as_millis()),
-        ),
-        (
-            "lock_timeout",
-            format!("{}", limits.lock_timeout.as_millis()),
-        ),
+        ("statement_timeout", format!("{}", limits.statement_timeout.as_millis())),
+        ("lock_timeout", format!("{}", limits.lock_timeout.as_millis())),
         ("idle_in_transaction_session_timeout", "120000".to_string()),
     ]))
 }
@@ -87,11 +81,7 @@ fn password_of(url: &str) -> Option<String> {
 }
 
 /// Opens a pool and checks that the database answers within `connect_timeout`.
-pub async fn connect(
-    opts: &PgConnectOptions,
-    max_connections: u32,
-    connect_timeout: Duration,
-) -> Result<PgPool> {
+pub async fn connect(opts: &PgConnectOptions, max_connections: u32, connect_timeout: Duration) -> Result<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(connect_timeout)
@@ -107,17 +97,11 @@ mod tests {
 
     #[test]
     fn redact_hides_passwords_only() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("postgres://h/db"), "postgres://h/db");
         assert_eq!(redact("nonsense"), "<unparseable URL>");
-        assert_eq!(
-            scrub("failed for secret", "postgres://u:secret@h/db"),
-            "failed for ***"
-        );
+        assert_eq!(scrub("failed for secret", "postgres://u:secret@h/db"), "failed for ***");
     }
 
     #[test]
@@ -128,13 +112,10 @@ mod tests {
             .unwrap_or_default();
         assert!(e.contains("postgres://"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
-        let e = connect_options(
-            "postgres://u:hunter2@h:notaport/db",
-            SessionLimits::default(),
-        )
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+        let e = connect_options("postgres://u:hunter2@h:notaport/db", SessionLimits::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(!e.is_empty() && !e.contains("hunter2"), "{e}");
     }
 }

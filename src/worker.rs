@@ -184,14 +184,7 @@ pub async fn run(
         last_heartbeat: started,
         opts,
     };
-    jobs::start_run(
-        &w.pool,
-        w.run_id,
-        &w.worker_id,
-        w.opts.command,
-        w.opts.event,
-    )
-    .await?;
+    jobs::start_run(&w.pool, w.run_id, &w.worker_id, w.opts.command, w.opts.event).await?;
     info!(run.id = %w.run_id, worker = %w.worker_id, event = ?w.opts.event,
           max_runtime = ?w.opts.max_runtime, batch_size = w.opts.batch_size, "worker started");
     match queue::prune_done(&w.pool, w.opts.retain_done).await {
@@ -213,8 +206,7 @@ pub async fn run(
         None => w.drain(None).await,
     };
     // Whatever is still claimed (hard stop, or an error) goes back at once.
-    let stranded: Vec<i64> =
-        std::mem::take(&mut *in_flight.lock().unwrap_or_else(|p| p.into_inner()));
+    let stranded: Vec<i64> = std::mem::take(&mut *in_flight.lock().unwrap_or_else(|p| p.into_inner()));
     w.lock_conn = None;
     if !stranded.is_empty() {
         let released = release_with_pool(&w.pool, &stranded, &w.worker_id).await;
@@ -309,9 +301,7 @@ impl Worker {
                         // session may be in any state after a failed batch.
                         self.lock_conn = None;
                         self.cache.remove(&event);
-                        let ids = std::mem::take(
-                            &mut *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()),
-                        );
+                        let ids = std::mem::take(&mut *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()));
                         let msg = format!("{e:#}");
                         warn!(event.id = %event, error = %msg, "batch failed; its rows will be retried");
                         self.retry_rows(&ids, &msg).await;
@@ -383,7 +373,7 @@ impl Worker {
             .await
         };
         match attempt.await {
-            Ok(failed) => self.totals.failed += failed as i64,
+            Ok(r) => self.totals.failed += r.failed as i64,
             Err(e) => {
                 warn!(error = %format!("{e:#}"), "could not reschedule rows; they return when their lease expires")
             }
@@ -399,28 +389,16 @@ impl Worker {
         if rows.is_empty() {
             return Ok(());
         }
-        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) =
-            rows.iter().map(|r| r.id).collect();
+        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = rows.iter().map(|r| r.id).collect();
         self.totals.batches += 1;
         self.totals.claimed += rows.len() as i64;
-        let span =
-            info_span!("batch", event.id = %event, batch.size = rows.len(), run.id = %self.run_id);
-        self.batch_inner(event, rows, deadline)
-            .instrument(span)
-            .await?;
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        let span = info_span!("batch", event.id = %event, batch.size = rows.len(), run.id = %self.run_id);
+        self.batch_inner(event, rows, deadline).instrument(span).await?;
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(())
     }
 
-    async fn batch_inner(
-        &mut self,
-        event: Uuid,
-        rows: Vec<ClaimedRow>,
-        deadline: Option<Instant>,
-    ) -> Result<()> {
+    async fn batch_inner(&mut self, event: Uuid, rows: Vec<ClaimedRow>, deadline: Option<Instant>) -> Result<()> {
         let t0 = Instant::now();
         let max_attempts = self.opts.retry.max_attempts;
         // Rows whose lease expired too often: their worker keeps dying on
@@ -462,6 +440,14 @@ impl Worker {
         let policy = self.opts.retry;
         let conn = self.lock_conn().await?;
         let mut tx = conn.begin().await.context("starting the write")?;
+        // Never wait long on a lock an application transaction holds while
+        // this batch holds the event lock: that transaction may be waiting
+        // for the event lock in a trigger. Giving up first (well before the
+        // 1 s deadlock detector) makes the batch, not the application, retry.
+        sqlx::query("SET LOCAL lock_timeout = '250ms'")
+            .execute(&mut *tx)
+            .await
+            .context("setting the write lock timeout")?;
         matches::apply(&mut tx, event, &algorithm, &scored.diff).await?;
         let completed = queue::complete(&mut tx, &scored.done, &worker_id).await?;
         anyhow::ensure!(
@@ -479,14 +465,9 @@ impl Worker {
                 r.attempts - 1
             ));
         }
-        let failed = queue::give_back(
-            &mut tx,
-            &failed_ids,
-            &worker_id,
-            GiveBack::Retry(&errors, policy),
-        )
-        .await?;
-        queue::give_back(&mut tx, &scored.unstarted, &worker_id, GiveBack::Release).await?;
+        let retried = queue::give_back(&mut tx, &failed_ids, &worker_id, GiveBack::Retry(&errors, policy)).await?;
+        let released = queue::give_back(&mut tx, &scored.unstarted, &worker_id, GiveBack::Release).await?;
+        let failed = retried.failed;
         let processed = scored.done.len() as i64;
         jobs::record_batch(
             &mut tx,
@@ -500,7 +481,7 @@ impl Worker {
 
         self.totals.processed += processed;
         self.totals.failed += failed as i64;
-        self.totals.released += scored.unstarted.len() as i64;
+        self.totals.released += scored.unstarted.len() as i64 - released.left_leased as i64;
         for (id, err) in scored.problems.iter() {
             warn!(row = id, error = %err, "attendee has malformed data");
         }
@@ -523,12 +504,7 @@ impl Worker {
     async fn refresh(&mut self, event: Uuid, claimed: &[i64]) -> Result<(CachedEvent, Read)> {
         let previous = self.cache.remove(&event);
         if self.cache.len() >= CACHED_EVENTS {
-            if let Some(oldest) = self
-                .cache
-                .iter()
-                .min_by_key(|(_, c)| c.last_used)
-                .map(|(k, _)| *k)
-            {
+            if let Some(oldest) = self.cache.iter().min_by_key(|(_, c)| c.last_used).map(|(k, _)| *k) {
                 self.cache.remove(&oldest);
             }
         }
@@ -563,13 +539,9 @@ fn settings_of(event: Uuid, row: &SettingsRow) -> EventSettings {
     EventSettings {
         id: event,
         algorithm: row.algorithm.parse(),
-        matches_per_user: usize::try_from(row.matches_per_user)
-            .unwrap_or(1)
-            .clamp(1, 20),
+        matches_per_user: usize::try_from(row.matches_per_user).unwrap_or(1).clamp(1, 20),
         exclude_same_company: row.exclude_same_company,
-        embedding_dimensions: row
-            .embedding_dimensions
-            .and_then(|d| usize::try_from(d).ok()),
+        embedding_dimensions: row.embedding_dimensions.and_then(|d| usize::try_from(d).ok()),
     }
 }
 
@@ -637,14 +609,7 @@ fn score_batch(
 ) -> Scored {
     let mut lists: Lists = old
         .iter()
-        .map(|(u, rs)| {
-            (
-                *u,
-                rs.iter()
-                    .map(|r| Entry::new(r.matched_user_id, r.score))
-                    .collect(),
-            )
-        })
+        .map(|(u, rs)| (*u, rs.iter().map(|r| Entry::new(r.matched_user_id, r.score)).collect()))
         .collect();
     // Attendees with other queue work stay dirty; batch members are dirty
     // until their own repair.
@@ -720,9 +685,7 @@ fn diff(
                     event.participant(*owner),
                     event.participant(e.user),
                 ) {
-                    (Ok(alg), Some(me), Some(other)) => {
-                        explain(*alg, me, other, &event.tags).to_string()
-                    }
+                    (Ok(alg), Some(me), Some(other)) => explain(*alg, me, other, &event.tags).to_string(),
                     _ => "{}".to_string(),
                 };
                 d.upsert.push(Upsert {

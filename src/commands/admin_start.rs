@@ -39,9 +39,9 @@ pub async fn run(args: Args) -> Result<()> {
 
     let fingerprint = jobs::fingerprint(&pool, event.id).await?;
     let job = jobs::get(&pool, event.id).await?;
-    let unchanged = job.as_ref().is_some_and(|j| {
-        j.status == "completed" && j.input_fingerprint.as_deref() == Some(fingerprint.as_str())
-    });
+    let unchanged = job
+        .as_ref()
+        .is_some_and(|j| j.status == "completed" && j.input_fingerprint.as_deref() == Some(fingerprint.as_str()));
     if unchanged && !args.force && !queue::event_has_work(&pool, event.id).await? {
         println!("event {label} is already matched and unchanged since its last start; nothing enqueued (use --force to re-match)");
         return Ok(());

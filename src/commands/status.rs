@@ -227,11 +227,7 @@ pub fn render(s: &Status) -> String {
         let _ = writeln!(o, "  (empty)");
     }
     for q in &s.queue {
-        let _ = writeln!(
-            o,
-            "  {:<11} priority {}  {:>8} rows",
-            q.status, q.priority, q.rows
-        );
+        let _ = writeln!(o, "  {:<11} priority {}  {:>8} rows", q.status, q.priority, q.rows);
     }
     if let Some(age) = s.oldest_pending_seconds {
         let _ = writeln!(o, "  oldest pending: {}", secs(age));

@@ -139,15 +139,10 @@ impl Event {
         if a.user_id == b.user_id || !self.matchable(a) || !self.matchable(b) {
             return None;
         }
-        if self.settings.exclude_same_company
-            && a.company_key.is_some()
-            && a.company_key == b.company_key
-        {
+        if self.settings.exclude_same_company && a.company_key.is_some() && a.company_key == b.company_key {
             return None;
         }
-        if self.exclusions.contains(&(a.user_id, b.user_id))
-            || self.exclusions.contains(&(b.user_id, a.user_id))
-        {
+        if self.exclusions.contains(&(a.user_id, b.user_id)) || self.exclusions.contains(&(b.user_id, a.user_id)) {
             return None;
         }
         alg.score(a, b)
@@ -179,12 +174,7 @@ impl Event {
 /// Makes every pair involving `user` clean (see the module docs). `dirty`
 /// holds the attendees that still have queue work of their own; their lists
 /// are left for that work.
-pub fn repair(
-    event: &Event,
-    lists: &mut Lists,
-    dirty: &HashSet<Uuid>,
-    user: Uuid,
-) -> RepairOutcome {
+pub fn repair(event: &Event, lists: &mut Lists, dirty: &HashSet<Uuid>, user: Uuid) -> RepairOutcome {
     let mut out = RepairOutcome {
         touched: vec![user],
         ..Default::default()
@@ -195,10 +185,7 @@ pub fn repair(
         _ => None,
     };
     let recompute = |v: Uuid, lists: &mut Lists, out: &mut RepairOutcome| {
-        let list = event
-            .participant(v)
-            .map(|p| event.top_k(p))
-            .unwrap_or_default();
+        let list = event.participant(v).map(|p| event.top_k(p)).unwrap_or_default();
         set_list(lists, v, list);
         out.touched.push(v);
         out.full_recomputes += 1;
@@ -219,8 +206,7 @@ pub fn repair(
                     l.retain(|e| e.user != user);
                 }
                 out.touched.push(v);
-                let clean =
-                    event.participant(v).is_some_and(|p| event.matchable(p)) && !dirty.contains(&v);
+                let clean = event.participant(v).is_some_and(|p| event.matchable(p)) && !dirty.contains(&v);
                 if clean {
                     recompute(v, lists, &mut out);
                 }
@@ -314,9 +300,7 @@ mod tests {
     }
 
     fn random_row(rng: &mut impl Rng, id: u128) -> ParticipantRow {
-        let vocab = [
-            "ai", "rust", "climate", "music", "design", "sales", "hiring", "funding",
-        ];
+        let vocab = ["ai", "rust", "climate", "music", "design", "sales", "hiring", "funding"];
         let mut pick = |n: usize| -> Option<Vec<Option<String>>> {
             Some(
                 (0..rng.gen_range(0..n))

@@ -56,28 +56,17 @@ pub struct Participant {
 impl Participant {
     /// Builds the scoring view of a row. `dimensions` is the event's
     /// `embedding_dimensions`, when set.
-    pub fn from_row(
-        row: &ParticipantRow,
-        dimensions: Option<usize>,
-        tags: &mut TagInterner,
-    ) -> Self {
+    pub fn from_row(row: &ParticipantRow, dimensions: Option<usize>, tags: &mut TagInterner) -> Self {
         let mut problem = None;
         let mut tag_list = |name: &str, raw: &Option<Vec<Option<String>>>| -> Vec<u32> {
             let raw = raw.as_deref().unwrap_or(&[]);
             if raw.len() > MAX_TAGS {
                 problem.get_or_insert_with(|| {
-                    format!(
-                        "{name} has {} entries; at most {MAX_TAGS} are accepted",
-                        raw.len()
-                    )
+                    format!("{name} has {} entries; at most {MAX_TAGS} are accepted", raw.len())
                 });
                 return Vec::new();
             }
-            let mut ids: Vec<u32> = raw
-                .iter()
-                .flatten()
-                .filter_map(|t| tags.intern(t))
-                .collect();
+            let mut ids: Vec<u32> = raw.iter().flatten().filter_map(|t| tags.intern(t)).collect();
             ids.sort_unstable();
             ids.dedup();
             ids
@@ -165,9 +154,7 @@ pub fn validate_embedding(raw: Option<&[Option<f32>]>, dimensions: Option<usize>
         match v {
             None => return Embedding::Invalid(format!("embedding has a NULL at index {i}")),
             Some(x) if !x.is_finite() => {
-                return Embedding::Invalid(format!(
-                    "embedding has a non-finite value ({x}) at index {i}"
-                ))
+                return Embedding::Invalid(format!("embedding has a non-finite value ({x}) at index {i}"))
             }
             Some(x) => {
                 norm2 += f64::from(*x) * f64::from(*x);
@@ -205,10 +192,7 @@ impl TagInterner {
 
     /// The normalised text of a tag id.
     pub fn name(&self, id: u32) -> &str {
-        self.names
-            .get(id as usize)
-            .map(String::as_str)
-            .unwrap_or("")
+        self.names.get(id as usize).map(String::as_str).unwrap_or("")
     }
 }
 
@@ -218,10 +202,7 @@ mod tests {
 
     #[test]
     fn company_keys_ignore_case_and_space_and_empty_never_matches() {
-        assert_eq!(
-            company_key(Some(" Acme  Corp ")),
-            company_key(Some("acmecorp"))
-        );
+        assert_eq!(company_key(Some(" Acme  Corp ")), company_key(Some("acmecorp")));
         assert_eq!(company_key(Some("ACME")), Some("acme".to_string()));
         assert_eq!(company_key(Some("   ")), None);
         assert_eq!(company_key(Some("")), None);
@@ -230,18 +211,12 @@ mod tests {
 
     #[test]
     fn tags_normalise_case_punctuation_and_space() {
-        assert_eq!(
-            normalize_tag("  Climate-Tech!! "),
-            Some("climate tech".into())
-        );
+        assert_eq!(normalize_tag("  Climate-Tech!! "), Some("climate tech".into()));
         assert_eq!(normalize_tag("RUST"), Some("rust".into()));
         assert_eq!(normalize_tag("---"), None);
         assert_eq!(normalize_tag(""), None);
         let long = "x".repeat(10_000);
-        assert_eq!(
-            normalize_tag(&long).map(|t| t.chars().count()),
-            Some(MAX_TAG_CHARS)
-        );
+        assert_eq!(normalize_tag(&long).map(|t| t.chars().count()), Some(MAX_TAG_CHARS));
     }
 
     #[test]
@@ -273,22 +248,13 @@ mod tests {
         let row = ParticipantRow {
             user_id: Uuid::from_u128(1),
             active: true,
-            interests: Some(vec![
-                Some("Rust".into()),
-                None,
-                Some("rust ".into()),
-                Some("".into()),
-            ]),
+            interests: Some(vec![Some("Rust".into()), None, Some("rust ".into()), Some("".into())]),
             looking_for: Some((0..MAX_TAGS + 1).map(|i| Some(format!("t{i}"))).collect()),
             ..Default::default()
         };
         let p = Participant::from_row(&row, None, &mut tags);
         assert_eq!(p.interests.len(), 1);
         assert!(p.looking_for.is_empty());
-        assert!(p
-            .problem
-            .as_deref()
-            .unwrap_or("")
-            .contains("looking_for has 501"));
+        assert!(p.problem.as_deref().unwrap_or("").contains("looking_for has 501"));
     }
 }

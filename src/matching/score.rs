@@ -76,9 +76,7 @@ impl FromStr for Algorithm {
         match s {
             "cosine-v1" => Ok(Algorithm::CosineV1),
             "hybrid-v1" => Ok(Algorithm::HybridV1),
-            other => Err(format!(
-                "unknown algorithm {other:?} (known: cosine-v1, hybrid-v1)"
-            )),
+            other => Err(format!("unknown algorithm {other:?} (known: cosine-v1, hybrid-v1)")),
         }
     }
 }
@@ -105,9 +103,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Cosine similarity of two validated embeddings, clamped to [-1, 1].
 pub fn cosine(a: &Embedding, b: &Embedding) -> Option<f32> {
     match (a, b) {
-        (Embedding::Valid(x), Embedding::Valid(y)) if x.len() == y.len() => {
-            Some(dot(x, y).clamp(-1.0, 1.0))
-        }
+        (Embedding::Valid(x), Embedding::Valid(y)) if x.len() == y.len() => Some(dot(x, y).clamp(-1.0, 1.0)),
         _ => None,
     }
 }
@@ -130,10 +126,7 @@ fn overlap(a: &[u32], b: &[u32]) -> usize {
 }
 
 fn intersection(a: &[u32], b: &[u32]) -> Vec<u32> {
-    a.iter()
-        .copied()
-        .filter(|x| b.binary_search(x).is_ok())
-        .collect()
+    a.iter().copied().filter(|x| b.binary_search(x).is_ok()).collect()
 }
 
 /// The terms of a hybrid-v1 score.
@@ -155,11 +148,7 @@ pub const W_EMBEDDING: f64 = 0.10;
 pub fn hybrid(a: &Participant, b: &Participant) -> HybridTerms {
     let shared = overlap(&a.interests, &b.interests);
     let union = a.interests.len() + b.interests.len() - shared;
-    let i = if union == 0 {
-        0.0
-    } else {
-        shared as f64 / union as f64
-    };
+    let i = if union == 0 { 0.0 } else { shared as f64 / union as f64 };
 
     let ab = overlap(&a.looking_for, &b.offering);
     let ba = overlap(&b.looking_for, &a.offering);
@@ -206,16 +195,10 @@ pub fn explain(alg: Algorithm, me: &Participant, other: &Participant, tags: &Tag
         parts.push(format!("You both are into {}", join_words(&shared)));
     }
     if !they_offer.is_empty() {
-        parts.push(format!(
-            "they offer {} you are looking for",
-            join_words(&they_offer)
-        ));
+        parts.push(format!("they offer {} you are looking for", join_words(&they_offer)));
     }
     if !you_offer.is_empty() {
-        parts.push(format!(
-            "you offer {} they are looking for",
-            join_words(&you_offer)
-        ));
+        parts.push(format!("you offer {} they are looking for", join_words(&you_offer)));
     }
     if let Some(s) = similarity {
         if parts.is_empty() || alg == Algorithm::CosineV1 {
@@ -347,24 +330,13 @@ mod tests {
             let (i, l, o) = (pick(8), pick(4), pick(4));
             let emb: Vec<f32> = (0..37).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let with_emb = rng.gen_bool(0.7);
-            people.push(person(
-                &mut t,
-                id,
-                &i,
-                &l,
-                &o,
-                with_emb.then_some(emb.as_slice()),
-            ));
+            people.push(person(&mut t, id, &i, &l, &o, with_emb.then_some(emb.as_slice())));
         }
         for a in &people {
             for b in &people {
                 for alg in [Algorithm::CosineV1, Algorithm::HybridV1] {
                     let (x, y) = (alg.score(a, b), alg.score(b, a));
-                    assert_eq!(
-                        x.map(f32::to_bits),
-                        y.map(f32::to_bits),
-                        "{alg} not symmetric"
-                    );
+                    assert_eq!(x.map(f32::to_bits), y.map(f32::to_bits), "{alg} not symmetric");
                     if let Some(x) = x {
                         assert!(x.is_finite());
                         if alg == Algorithm::HybridV1 {
@@ -379,31 +351,14 @@ mod tests {
     #[test]
     fn reasons_speak_from_the_readers_side() {
         let mut t = TagInterner::default();
-        let a = person(
-            &mut t,
-            1,
-            &["climate tech"],
-            &["fundraising"],
-            &["python"],
-            None,
-        );
-        let b = person(
-            &mut t,
-            2,
-            &["Climate Tech"],
-            &["python"],
-            &["fundraising"],
-            None,
-        );
+        let a = person(&mut t, 1, &["climate tech"], &["fundraising"], &["python"], None);
+        let b = person(&mut t, 2, &["Climate Tech"], &["python"], &["fundraising"], None);
         let r = explain(Algorithm::HybridV1, &a, &b, &t);
         assert_eq!(r["shared_interests"], json!(["climate tech"]));
         assert_eq!(r["they_offer_what_you_look_for"], json!(["fundraising"]));
         assert_eq!(r["you_offer_what_they_look_for"], json!(["python"]));
         let summary = r["summary"].as_str().unwrap_or_default();
-        assert!(
-            summary.starts_with("You both are into climate tech"),
-            "{summary}"
-        );
+        assert!(summary.starts_with("You both are into climate tech"), "{summary}");
         assert!(
             summary.contains("they offer fundraising you are looking for"),
             "{summary}"

@@ -22,9 +22,7 @@ impl Entry {
 /// `Less` when `a` ranks before `b` (better), so sorting ascending by this
 /// order yields rank 1 first.
 pub fn rank_order(a: &Entry, b: &Entry) -> Ordering {
-    b.score
-        .total_cmp(&a.score)
-        .then_with(|| a.user.cmp(&b.user))
+    b.score.total_cmp(&a.score).then_with(|| a.user.cmp(&b.user))
 }
 
 /// True when `a` ranks strictly before `b`.
@@ -102,10 +100,7 @@ mod tests {
         let c = Entry::new(u(3), 0.9);
         let mut v = vec![a, b, c];
         sort(&mut v);
-        assert_eq!(
-            v.iter().map(|e| e.user).collect::<Vec<_>>(),
-            vec![u(3), u(1), u(2)]
-        );
+        assert_eq!(v.iter().map(|e| e.user).collect::<Vec<_>>(), vec![u(3), u(1), u(2)]);
         assert!(beats(&b, &a));
         assert!(!beats(&a, &b));
         assert!(!beats(&a, &a));

@@ -84,12 +84,7 @@ pub async fn fingerprint(db: impl PgExecutor<'_>, event: Uuid) -> Result<String>
 }
 
 /// Creates or resets an event's job for a fresh admin start.
-pub async fn reset(
-    db: impl PgExecutor<'_>,
-    event: Uuid,
-    enqueued: i64,
-    fingerprint: &str,
-) -> Result<()> {
+pub async fn reset(db: impl PgExecutor<'_>, event: Uuid, enqueued: i64, fingerprint: &str) -> Result<()> {
     sqlx::query(
         "INSERT INTO matchmaking_jobs AS j (event_id, status, enqueued, input_fingerprint)
          VALUES ($1, 'running', $2, $3)
@@ -124,16 +119,14 @@ pub async fn start_run(
     command: &str,
     event: Option<Uuid>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO matchmaking_runs (id, worker_id, command, event_id) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(id)
-    .bind(worker)
-    .bind(command)
-    .bind(event)
-    .execute(db)
-    .await
-    .context("recording the run")?;
+    sqlx::query("INSERT INTO matchmaking_runs (id, worker_id, command, event_id) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(worker)
+        .bind(command)
+        .bind(event)
+        .execute(db)
+        .await
+        .context("recording the run")?;
     Ok(())
 }
 

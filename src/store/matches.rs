@@ -42,12 +42,7 @@ impl Diff {
 /// of these lists (the leave and exclusion triggers) takes it too, so nothing
 /// else changes the lists between the read the diff was computed from and
 /// this write.
-pub async fn apply(
-    tx: &mut Transaction<'_, Postgres>,
-    event: Uuid,
-    algorithm: &str,
-    diff: &Diff,
-) -> Result<()> {
+pub async fn apply(tx: &mut Transaction<'_, Postgres>, event: Uuid, algorithm: &str, diff: &Diff) -> Result<()> {
     if !diff.delete.is_empty() {
         let (users, matched): (Vec<Uuid>, Vec<Uuid>) = diff.delete.iter().copied().unzip();
         sqlx::query(

@@ -6,6 +6,9 @@ use sqlx::{PgConnection, PgExecutor, Postgres, Transaction};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// SQLSTATE of a `lock_timeout` expiry.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 /// A row this worker claimed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ClaimedRow {
@@ -22,11 +25,7 @@ pub struct ClaimedRow {
 ///
 /// Claimable: pending and due, or processing with an expired lease (its
 /// worker died). Read-only and lock-free; the claim re-checks everything.
-pub async fn next_event(
-    db: impl PgExecutor<'_>,
-    only: Option<Uuid>,
-    skip: &[Uuid],
-) -> Result<Option<Uuid>> {
+pub async fn next_event(db: impl PgExecutor<'_>, only: Option<Uuid>, skip: &[Uuid]) -> Result<Option<Uuid>> {
     sqlx::query_scalar(
         "SELECT event_id FROM (
              (SELECT event_id, priority FROM matchmaking_queue
@@ -115,11 +114,7 @@ pub async fn claim(
 
 /// Marks claimed rows done. Guarded by "still mine": a row whose lease was
 /// taken over is not counted; the caller compares the count and rolls back.
-pub async fn complete(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[i64],
-    worker: &str,
-) -> Result<u64> {
+pub async fn complete(tx: &mut Transaction<'_, Postgres>, ids: &[i64], worker: &str) -> Result<u64> {
     if ids.is_empty() {
         return Ok(0);
     }
@@ -154,23 +149,30 @@ pub enum GiveBack<'a> {
     Retry(&'a [String], RetryPolicy),
 }
 
-/// Returns claimed rows to the queue (see [`GiveBack`]). Returns how many
-/// rows ended `failed`.
+/// What [`give_back`] managed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GaveBack {
+    /// Rows that ended `failed`.
+    pub failed: u64,
+    /// Rows left `processing` because a concurrent transaction held a
+    /// conflicting lock past `lock_timeout`; their lease expiry returns them.
+    pub left_leased: u64,
+}
+
+/// Returns claimed rows to the queue (see [`GiveBack`]).
 ///
 /// A row can only go back to `pending` if its attendee has no other pending
 /// row (one pending row per attendee). When a newer change already enqueued
 /// one, this row is marked done instead: the newer row redoes the work. If
 /// that newer row is inserted concurrently, our UPDATE waits for it and then
 /// fails with a unique violation; the statement runs in a savepoint and is
-/// retried, and the retry sees the committed row.
-pub async fn give_back(
-    conn: &mut PgConnection,
-    ids: &[i64],
-    worker: &str,
-    how: GiveBack<'_>,
-) -> Result<u64> {
+/// retried, and the retry sees the committed row. If the newer row's
+/// transaction is itself waiting for this worker (a trigger waiting for the
+/// event lock), the wait ends at `lock_timeout` and the rows are left to
+/// their lease rather than deadlock with the application.
+pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: GiveBack<'_>) -> Result<GaveBack> {
     if ids.is_empty() {
-        return Ok(0);
+        return Ok(GaveBack::default());
     }
     let (errors, policy, refund) = match how {
         GiveBack::Release => (None, None, true),
@@ -216,11 +218,25 @@ pub async fn give_back(
         match result {
             Ok(failed) => {
                 sp.commit().await.context("releasing the savepoint")?;
-                return Ok(u64::try_from(failed).unwrap_or(0));
+                return Ok(GaveBack {
+                    failed: u64::try_from(failed).unwrap_or(0),
+                    left_leased: 0,
+                });
             }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 sp.rollback().await.context("rolling back the savepoint")?;
                 last_err = Some(e.to_string());
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+                sp.rollback().await.context("rolling back the savepoint")?;
+                tracing::warn!(
+                    rows = ids.len(),
+                    "rows left to their lease: a concurrent enqueue holds a lock"
+                );
+                return Ok(GaveBack {
+                    failed: 0,
+                    left_leased: ids.len() as u64,
+                });
             }
             Err(e) => return Err(e).context("returning rows to the queue"),
         }
@@ -232,12 +248,7 @@ pub async fn give_back(
 }
 
 /// Enqueues every active attendee of an event. Returns rows inserted or raised.
-pub async fn enqueue_event(
-    db: impl PgExecutor<'_>,
-    event: Uuid,
-    reason: &str,
-    priority: i16,
-) -> Result<i64> {
+pub async fn enqueue_event(db: impl PgExecutor<'_>, event: Uuid, reason: &str, priority: i16) -> Result<i64> {
     let n: i32 = sqlx::query_scalar(
         "SELECT matchmaker_enqueue($1,
              ARRAY(SELECT user_id FROM event_participants WHERE event_id = $1 AND status = 'active'),

@@ -85,12 +85,7 @@ impl From<PRow> for ParticipantRow {
 /// the next delta is the one the rows were read with.
 ///
 /// `None` when the event no longer exists.
-pub async fn read(
-    conn: &mut PgConnection,
-    event: Uuid,
-    since: Option<&str>,
-    claimed: &[i64],
-) -> Result<Option<Read>> {
+pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<&str>, claimed: &[i64]) -> Result<Option<Read>> {
     let mut tx = conn.begin().await.context("starting the snapshot read")?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
@@ -119,16 +114,13 @@ pub async fn read(
         return Ok(None);
     };
 
-    const COLUMNS: &str =
-        "user_id, status, company, role, interests, looking_for, offering, embedding";
+    const COLUMNS: &str = "user_id, status, company, role, interests, looking_for, offering, embedding";
     let participants: Vec<PRow> = match since {
         None => {
-            sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM event_participants WHERE event_id = $1"
-            ))
-            .bind(event)
-            .fetch_all(&mut *tx)
-            .await
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM event_participants WHERE event_id = $1"))
+                .bind(event)
+                .fetch_all(&mut *tx)
+                .await
         }
         Some(snap) => {
             sqlx::query_as(&format!(

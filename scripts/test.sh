@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against a throwaway local PostgreSQL that this
+# script starts (and installs with apt-get when missing), then removes.
+#
+#   bash scripts/test.sh              # everything: fmt, clippy, unit and integration tests
+#   bash scripts/test.sh exactness    # extra arguments go to `cargo test` (a name filter)
+#
+# Environment: EXACTNESS_SEEDS=N (how many random seeds the exactness property
+# test runs; default 3), EXACTNESS_SEED=S (run that one seed only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/pg.sh
+source scripts/pg.sh
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install Rust with https://rustup.rs and retry" >&2
+    exit 1
+fi
+
+pg_log "cargo fmt --check"
+cargo fmt --all -- --check
+pg_log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --quiet --all-targets -- -D warnings
+
+pg_start
+pg_log "cargo test (DATABASE_URL=$DATABASE_URL)"
+# Integration tests create one database per test (#[sqlx::test]) and spawn
+# the built binary as separate worker processes.
+cargo test --all-targets "$@" -- --test-threads="${TEST_THREADS:-4}"
