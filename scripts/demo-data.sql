@@ -162,8 +162,16 @@ profiles AS (
            nullif(pg_temp.one(p.i, 'company', p.companies), '') AS company,
            pg_temp.pick(p.i, 'interests', vocab.topics,
                         2 + floor(pg_temp.h(p.i, 'n-interests') * 4)::integer, p.topics) AS interests,
-           pg_temp.pick(p.i, 'looks', p.looks, 1 + floor(pg_temp.h(p.i, 'n-looks') * 2)::integer) AS looking_for,
-           pg_temp.pick(p.i, 'offers', p.offers, 1 + floor(pg_temp.h(p.i, 'n-offers') * 2)::integer) AS offering,
+           -- The demo's featured founder and investor get their role's
+           -- typical needs; everyone else draws 1-2 of each.
+           CASE p.i WHEN 1 THEN '{seed funding,first customers}'
+                    WHEN 2 THEN '{deal flow}'
+                    ELSE pg_temp.pick(p.i, 'looks', p.looks, 1 + floor(pg_temp.h(p.i, 'n-looks') * 2)::integer)
+           END AS looking_for,
+           CASE p.i WHEN 1 THEN '{deal flow,job opportunities}'
+                    WHEN 2 THEN '{seed funding,fundraising advice}'
+                    ELSE pg_temp.pick(p.i, 'offers', p.offers, 1 + floor(pg_temp.h(p.i, 'n-offers') * 2)::integer)
+           END AS offering,
            pg_temp.h(p.i, 'style') AS style,
            floor(pg_temp.h(p.i, 'bio') * 4)::integer AS bio_template
     FROM people AS p CROSS JOIN vocab
@@ -187,15 +195,16 @@ SELECT ev.id,
                               pr.looking_for[1], pr.offering[1])
            WHEN 2 THEN format('%s nerd. %s at %s.',
                               initcap(pr.interests[1]), pr.role, coalesce(trim(pr.company), 'an independent studio'))
-           ELSE format('Previously in %s, now %s at %s. Ask me about %s.',
-                       coalesce(pr.interests[2], 'consulting'), lower(pr.role),
-                       coalesce(trim(pr.company), 'an independent studio'), pr.interests[1])
+           ELSE format('%s at %s. Ask me about %s and %s.',
+                       pr.role, coalesce(trim(pr.company), 'an independent studio'),
+                       pr.interests[1], pr.interests[2])
        END
 FROM profiles AS pr CROSS JOIN ev
 ORDER BY pr.i;
 
 -- A few people asked never to be matched with someone (blocked, or already
--- met). Exclusions work in both directions.
+-- met). Exclusions work in both directions: the featured founder (1) and
+-- investor (2) already met, so they never see each other.
 INSERT INTO match_exclusions (event_id, user_id, excluded_user_id)
 SELECT e.id, md5('demo-summit/attendee/' || a)::uuid, md5('demo-summit/attendee/' || b)::uuid
 FROM events AS e,

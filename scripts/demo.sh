@@ -148,8 +148,8 @@ SQL
 pg_log "the next cron invocation processes only those two (matchmaker run)"
 "$MM" run
 
-pg_log "the newcomer's top-3, and the edited attendee's new top-3"
-show_matches "$NEWCOMER, $(attendee 3)"
+pg_log "the newcomer's top-3, the edited attendee's new top-3, and the first founder's list now"
+show_matches "$NEWCOMER, $(attendee 3), $(attendee 1)"
 sql -P footer=off <<SQL
 SELECT count(*) AS "other attendees whose top-3 the newcomer entered",
        count(*) FILTER (WHERE m.rank = 1) AS "as their #1"

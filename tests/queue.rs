@@ -1,0 +1,173 @@
+//! Claiming: several workers over many rows process each row exactly once;
+//! a lease that expires under a slow worker is taken over and the slow
+//! worker's completion is refused; poison rows end `failed` with a readable
+//! error while the rest of their batch is matched.
+
+mod common;
+
+use common::*;
+use matchmaker::store::queue::{self, GiveBack, RetryPolicy};
+use matchmaker::worker::{self, WorkerOptions};
+use rand::SeedableRng;
+use sqlx::{Connection, PgPool};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn concurrent_workers_process_every_row_exactly_once(pool: PgPool) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut events = Vec::new();
+    for e in 0..5 {
+        let ev = create_event(&pool, &format!("claims-{e}"), "hybrid-v1", 3).await;
+        for _ in 0..60 {
+            insert_profile(&pool, ev, &random_profile(&mut rng, 0)).await;
+        }
+        events.push(ev);
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue").fetch_one(&pool).await.unwrap();
+    assert_eq!(total, 300);
+
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        handles.push(tokio::spawn(async move {
+            let connect = pool.connect_options();
+            let opts = WorkerOptions { batch_size: 7, ..fast_options() };
+            worker::run(&pool, &connect, opts, CancellationToken::new()).await.expect("worker")
+        }));
+    }
+    let mut processed = 0;
+    let mut claimed = 0;
+    for h in handles {
+        let s = h.await.expect("join");
+        processed += s.totals.processed;
+        claimed += s.totals.claimed;
+    }
+    // Each row claimed once (attempts = 1) and done once.
+    assert_eq!(claimed, 300, "rows claimed more than once");
+    assert_eq!(processed, 300);
+    let (done, max_attempts): (i64, i32) =
+        sqlx::query_as("SELECT count(*) FILTER (WHERE status = 'done'), max(attempts) FROM matchmaking_queue")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((done, max_attempts), (300, 1));
+    for ev in events {
+        assert_exact(&pool, ev, "after concurrent claims").await;
+        let job: (String, i32) = sqlx::query_as("SELECT status, processed FROM matchmaking_jobs WHERE event_id = $1")
+            .bind(ev)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(job, ("completed".to_string(), 60));
+    }
+    // Every invocation is in the run history.
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM matchmaking_runs WHERE stop_reason = 'drained'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 4);
+}
+
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn an_expired_lease_is_taken_over_and_never_completed_twice(pool: PgPool) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let ev = create_event(&pool, "lease", "hybrid-v1", 3).await;
+    for _ in 0..5 {
+        insert_profile(&pool, ev, &random_profile(&mut rng, 0)).await;
+    }
+    let connect = pool.connect_options();
+    let mut slow = sqlx::PgConnection::connect_with(&connect).await.unwrap();
+    let mut fast = sqlx::PgConnection::connect_with(&connect).await.unwrap();
+
+    let mine = queue::claim(&mut slow, ev, 10, "slow", Duration::from_millis(200)).await.unwrap();
+    assert_eq!(mine.len(), 5);
+    // While the lease is live nobody else can claim the rows.
+    assert!(queue::claim(&mut fast, ev, 10, "fast", Duration::from_secs(60)).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let theirs = queue::claim(&mut fast, ev, 10, "fast", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(theirs.len(), 5, "an expired lease must be claimable");
+    assert!(theirs.iter().all(|r| r.attempts == 2));
+
+    let ids: Vec<i64> = mine.iter().map(|r| r.id).collect();
+    let mut tx = slow.begin().await.unwrap();
+    assert_eq!(queue::complete(&mut tx, &ids, "slow").await.unwrap(), 0, "the slow worker lost its lease");
+    tx.rollback().await.unwrap();
+    // Nor can the slow worker hand the rows back.
+    let r = queue::give_back(&mut slow, &ids, "slow", GiveBack::Release).await.unwrap();
+    assert_eq!(r.failed, 0);
+    let processing: i64 = sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue WHERE status = 'processing' AND locked_by = 'fast'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(processing, 5);
+    let mut tx = fast.begin().await.unwrap();
+    assert_eq!(queue::complete(&mut tx, &ids, "fast").await.unwrap(), 5);
+    tx.commit().await.unwrap();
+}
+
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn a_poison_attendee_fails_after_its_attempts_and_the_rest_is_matched(pool: PgPool) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let ev = create_event(&pool, "poison", "cosine-v1", 3).await;
+    for _ in 0..30 {
+        insert_profile(&pool, ev, &random_profile(&mut rng, 8)).await;
+    }
+    let mut poison = random_profile(&mut rng, 8);
+    if let Some(e) = poison.embedding.as_mut() {
+        e[3] = f32::NAN;
+    }
+    insert_profile(&pool, ev, &poison).await;
+    let mut short = random_profile(&mut rng, 8);
+    short.embedding = Some(vec![1.0, 2.0]);
+    // The event fixes its dimension: a 2-dimension vector is malformed.
+    sqlx::query("UPDATE events SET embedding_dimensions = 8 WHERE id = $1").bind(ev).execute(&pool).await.unwrap();
+    insert_profile(&pool, ev, &short).await;
+
+    let opts = WorkerOptions {
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+        },
+        ..fast_options()
+    };
+    drain(&pool, &opts, Duration::from_secs(30)).await;
+
+    let rows: Vec<(uuid::Uuid, String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT user_id, status, attempts, last_error FROM matchmaking_queue WHERE status = 'failed' ORDER BY user_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (user, _, attempts, error) in &rows {
+        let error = error.as_deref().unwrap_or_default();
+        assert_eq!(*attempts, 3);
+        if *user == poison.user_id {
+            assert!(error.contains("non-finite value (NaN) at index 3"), "{error}");
+        } else {
+            assert_eq!(*user, short.user_id);
+            assert!(error.contains("embedding has 2 dimensions but the event expects 8"), "{error}");
+        }
+    }
+    // Everyone else is matched exactly; the poison appears in no list.
+    assert_exact(&pool, ev, "after poison").await;
+    let with_poison: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM user_matches WHERE $1 IN (user_id, matched_user_id) OR $2 IN (user_id, matched_user_id)",
+    )
+    .bind(poison.user_id)
+    .bind(short.user_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(with_poison, 0);
+    let matched: i64 = sqlx::query_scalar("SELECT count(DISTINCT user_id) FROM user_matches").fetch_one(&pool).await.unwrap();
+    assert_eq!(matched, 30);
+    let job: (String, i32) = sqlx::query_as("SELECT status, failed FROM matchmaking_jobs WHERE event_id = $1")
+        .bind(ev)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(job, ("completed_with_errors".to_string(), 2));
+}
