@@ -185,8 +185,10 @@ pub async fn run(
         opts,
     };
     jobs::start_run(&w.pool, w.run_id, &w.worker_id, w.opts.command, w.opts.event).await?;
-    info!(run.id = %w.run_id, worker = %w.worker_id, event = ?w.opts.event,
-          max_runtime = ?w.opts.max_runtime, batch_size = w.opts.batch_size, "worker started");
+    let event_filter = w.opts.event.map(|e| e.to_string()).unwrap_or_else(|| "all".into());
+    let max_runtime = w.opts.max_runtime.map(|d| humantime::format_duration(d).to_string());
+    info!(run.id = %w.run_id, worker = %w.worker_id, event = %event_filter,
+          max_runtime = max_runtime.as_deref().unwrap_or("none"), batch_size = w.opts.batch_size, "worker started");
     match queue::prune_done(&w.pool, w.opts.retain_done).await {
         Ok(0) => {}
         Ok(n) => info!(rows = n, "pruned old done rows"),

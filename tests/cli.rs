@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 fn matchmaker(url: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_matchmaker"));
-    cmd.args(args).env_remove("DATABASE_URL").env("RUST_LOG", "warn").env("NO_COLOR", "1");
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1");
     if let Some(url) = url {
         cmd.env("DATABASE_URL", url);
     }
@@ -37,7 +40,10 @@ fn usage_errors_exit_2() {
     let o = matchmaker(Some("postgres://localhost/x"), &["run", "--max-runtime", "banana"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("write durations like 45s"), "{}", stderr(&o));
-    let o = matchmaker(Some("postgres://localhost/x"), &["admin-start-matching", "--event", "e", "--priority", "9"]);
+    let o = matchmaker(
+        Some("postgres://localhost/x"),
+        &["admin-start-matching", "--event", "e", "--priority", "9"],
+    );
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -58,7 +64,10 @@ fn unreachable_database_is_one_line_without_the_password() {
     let o = matchmaker(Some("mysql://bob:hunter2@127.0.0.1/db"), &["run"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
-    assert!(err.contains("must be a postgres://") && !err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains("must be a postgres://") && !err.contains("hunter2"),
+        "{err}"
+    );
 }
 
 #[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
@@ -71,7 +80,11 @@ async fn unknown_events_are_clear_errors(pool: PgPool) {
     ] {
         let o = matchmaker(Some(&url), args);
         assert_eq!(o.status.code(), Some(1), "{args:?}");
-        assert!(stderr(&o).contains("no event with id or code \"no-such-event\""), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("no event with id or code \"no-such-event\""),
+            "{}",
+            stderr(&o)
+        );
     }
 }
 
@@ -86,7 +99,11 @@ async fn admin_start_is_a_no_op_on_an_unchanged_completed_event(pool: PgPool) {
     let o = matchmaker(Some(&url), &["admin-start-matching", "--event", "conf", "--wait"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("enqueued 40 active attendees"), "{}", stdout(&o));
-    assert!(stdout(&o).contains("completed — 40 processed, 0 failed"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("completed — 40 processed, 0 failed"),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(open_rows(&pool).await, 0);
     assert_exact(&pool, ev, "after admin start --wait").await;
 
@@ -95,7 +112,10 @@ async fn admin_start_is_a_no_op_on_an_unchanged_completed_event(pool: PgPool) {
     assert!(stdout(&o).contains("nothing enqueued"), "{}", stdout(&o));
     assert_eq!(open_rows(&pool).await, 0);
 
-    let o = matchmaker(Some(&url), &["admin-start-matching", "--event", "conf", "--force", "--priority", "2"]);
+    let o = matchmaker(
+        Some(&url),
+        &["admin-start-matching", "--event", "conf", "--force", "--priority", "2"],
+    );
     assert!(stdout(&o).contains("enqueued 40"), "{}", stdout(&o));
     let o = matchmaker(Some(&url), &["run"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -117,7 +137,11 @@ async fn admin_start_is_a_no_op_on_an_unchanged_completed_event(pool: PgPool) {
     assert_eq!(status["events"][0]["code"], "conf");
     assert_eq!(status["events"][0]["remaining"], 40);
     let o = matchmaker(Some(&url), &["status", "--event", "conf"]);
-    assert!(stdout(&o).contains("QUEUE") && stdout(&o).contains("conf"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("QUEUE") && stdout(&o).contains("conf"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
@@ -131,7 +155,16 @@ async fn run_meets_its_deadline_when_scoring_is_slow(pool: PgPool) {
     let started = Instant::now();
     let o = matchmaker(
         Some(&url),
-        &["run", "--max-runtime", "2s", "--fault-score-delay", "250ms", "--batch-size", "20", "--json"],
+        &[
+            "run",
+            "--max-runtime",
+            "2s",
+            "--fault-score-delay",
+            "250ms",
+            "--batch-size",
+            "20",
+            "--json",
+        ],
     );
     let elapsed = started.elapsed();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -153,8 +186,15 @@ async fn run_meets_its_deadline_when_scoring_is_slow(pool: PgPool) {
     assert_eq!(done, processed);
     assert_eq!(processing, 0, "claimed rows must not stay leased");
     assert_eq!(pending, 60 - done);
-    assert_eq!(max_pending_attempts, Some(0), "released rows must get their attempt back");
-    let reason: String = sqlx::query_scalar("SELECT stop_reason FROM matchmaking_runs").fetch_one(&pool).await.unwrap();
+    assert_eq!(
+        max_pending_attempts,
+        Some(0),
+        "released rows must get their attempt back"
+    );
+    let reason: String = sqlx::query_scalar("SELECT stop_reason FROM matchmaking_runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(reason, "deadline");
 }
 
@@ -168,7 +208,10 @@ async fn run_meets_its_deadline_when_the_database_hangs(pool: PgPool) {
     }
     // Block every read of user_matches: the batch's snapshot read hangs.
     let mut blocker = pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE user_matches IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
+    sqlx::query("LOCK TABLE user_matches IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
 
     let started = Instant::now();
     let o = matchmaker(Some(&url), &["run", "--max-runtime", "2s"]);

@@ -24,7 +24,10 @@ async fn concurrent_workers_process_every_row_exactly_once(pool: PgPool) {
         }
         events.push(ev);
     }
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue").fetch_one(&pool).await.unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(total, 300);
 
     let mut handles = Vec::new();
@@ -32,8 +35,13 @@ async fn concurrent_workers_process_every_row_exactly_once(pool: PgPool) {
         let pool = pool.clone();
         handles.push(tokio::spawn(async move {
             let connect = pool.connect_options();
-            let opts = WorkerOptions { batch_size: 7, ..fast_options() };
-            worker::run(&pool, &connect, opts, CancellationToken::new()).await.expect("worker")
+            let opts = WorkerOptions {
+                batch_size: 7,
+                ..fast_options()
+            };
+            worker::run(&pool, &connect, opts, CancellationToken::new())
+                .await
+                .expect("worker")
         }));
     }
     let mut processed = 0;
@@ -80,26 +88,40 @@ async fn an_expired_lease_is_taken_over_and_never_completed_twice(pool: PgPool) 
     let mut slow = sqlx::PgConnection::connect_with(&connect).await.unwrap();
     let mut fast = sqlx::PgConnection::connect_with(&connect).await.unwrap();
 
-    let mine = queue::claim(&mut slow, ev, 10, "slow", Duration::from_millis(200)).await.unwrap();
+    let mine = queue::claim(&mut slow, ev, 10, "slow", Duration::from_millis(200))
+        .await
+        .unwrap();
     assert_eq!(mine.len(), 5);
     // While the lease is live nobody else can claim the rows.
-    assert!(queue::claim(&mut fast, ev, 10, "fast", Duration::from_secs(60)).await.unwrap().is_empty());
+    assert!(queue::claim(&mut fast, ev, 10, "fast", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .is_empty());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let theirs = queue::claim(&mut fast, ev, 10, "fast", Duration::from_secs(60)).await.unwrap();
+    let theirs = queue::claim(&mut fast, ev, 10, "fast", Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(theirs.len(), 5, "an expired lease must be claimable");
     assert!(theirs.iter().all(|r| r.attempts == 2));
 
     let ids: Vec<i64> = mine.iter().map(|r| r.id).collect();
     let mut tx = slow.begin().await.unwrap();
-    assert_eq!(queue::complete(&mut tx, &ids, "slow").await.unwrap(), 0, "the slow worker lost its lease");
+    assert_eq!(
+        queue::complete(&mut tx, &ids, "slow").await.unwrap(),
+        0,
+        "the slow worker lost its lease"
+    );
     tx.rollback().await.unwrap();
     // Nor can the slow worker hand the rows back.
-    let r = queue::give_back(&mut slow, &ids, "slow", GiveBack::Release).await.unwrap();
-    assert_eq!(r.failed, 0);
-    let processing: i64 = sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue WHERE status = 'processing' AND locked_by = 'fast'")
-        .fetch_one(&pool)
+    let r = queue::give_back(&mut slow, &ids, "slow", GiveBack::Release)
         .await
         .unwrap();
+    assert_eq!(r.failed, 0);
+    let processing: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue WHERE status = 'processing' AND locked_by = 'fast'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(processing, 5);
     let mut tx = fast.begin().await.unwrap();
     assert_eq!(queue::complete(&mut tx, &ids, "fast").await.unwrap(), 5);
@@ -121,7 +143,11 @@ async fn a_poison_attendee_fails_after_its_attempts_and_the_rest_is_matched(pool
     let mut short = random_profile(&mut rng, 8);
     short.embedding = Some(vec![1.0, 2.0]);
     // The event fixes its dimension: a 2-dimension vector is malformed.
-    sqlx::query("UPDATE events SET embedding_dimensions = 8 WHERE id = $1").bind(ev).execute(&pool).await.unwrap();
+    sqlx::query("UPDATE events SET embedding_dimensions = 8 WHERE id = $1")
+        .bind(ev)
+        .execute(&pool)
+        .await
+        .unwrap();
     insert_profile(&pool, ev, &short).await;
 
     let opts = WorkerOptions {
@@ -148,7 +174,10 @@ async fn a_poison_attendee_fails_after_its_attempts_and_the_rest_is_matched(pool
             assert!(error.contains("non-finite value (NaN) at index 3"), "{error}");
         } else {
             assert_eq!(*user, short.user_id);
-            assert!(error.contains("embedding has 2 dimensions but the event expects 8"), "{error}");
+            assert!(
+                error.contains("embedding has 2 dimensions but the event expects 8"),
+                "{error}"
+            );
         }
     }
     // Everyone else is matched exactly; the poison appears in no list.
@@ -162,7 +191,10 @@ async fn a_poison_attendee_fails_after_its_attempts_and_the_rest_is_matched(pool
     .await
     .unwrap();
     assert_eq!(with_poison, 0);
-    let matched: i64 = sqlx::query_scalar("SELECT count(DISTINCT user_id) FROM user_matches").fetch_one(&pool).await.unwrap();
+    let matched: i64 = sqlx::query_scalar("SELECT count(DISTINCT user_id) FROM user_matches")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(matched, 30);
     let job: (String, i32) = sqlx::query_as("SELECT status, failed FROM matchmaking_jobs WHERE event_id = $1")
         .bind(ev)

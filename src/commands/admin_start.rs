@@ -55,7 +55,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     tx.commit().await.context("committing the enqueue")?;
     println!(
-        "enqueued {n} active attendees of event {label} at priority {} (algorithm {}, K={})",
+        "enqueued {n} active attendees of event {label} at priority {} or higher (algorithm {}, K={})",
         args.priority, event.algorithm, event.matches_per_user
     );
     if !args.wait || n == 0 {

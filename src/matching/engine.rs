@@ -411,7 +411,8 @@ mod tests {
                 let id = Uuid::from_u128(rng.gen_range(1..=60));
                 let mut row = random_row(&mut rng, id.as_u128());
                 row.active = rng.gen_bool(0.85);
-                event.upsert(Participant::from_row(&row, None, &mut event.tags));
+                let p = Participant::from_row(&row, None, &mut event.tags);
+                event.upsert(p);
                 if !row.active {
                     lists.remove(&id);
                     for (v, l) in lists.iter_mut() {
