@@ -1,7 +1,7 @@
 //! The command line: one clap enum, every flag also readable from the
 //! environment.
 
-use crate::commands::{admin_start, migrate, run, status};
+use crate::commands::{admin_start, daemon, migrate, run, status};
 use crate::db::SessionLimits;
 use crate::telemetry::LogFormat;
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +30,9 @@ pub enum Command {
     AdminStartMatching(admin_start::Args),
     /// Queue and job state.
     Status(status::Args),
+    /// Long-running: drain on a cron schedule and at once on new queue rows
+    /// (LISTEN/NOTIFY); graceful shutdown on SIGTERM/SIGINT.
+    Daemon(daemon::Args),
 }
 
 /// How to reach the database.

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with its `Args` and one `run` function.
 
 pub mod admin_start;
+pub mod daemon;
 pub mod migrate;
 pub mod run;
 pub mod status;
@@ -21,12 +22,14 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Run(a) => a.db.database_url.clone(),
         Command::AdminStartMatching(a) => a.db.database_url.clone(),
         Command::Status(a) => a.db.database_url.clone(),
+        Command::Daemon(a) => a.db.database_url.clone(),
     };
     let result = match command {
         Command::Migrate(a) => migrate::run(a).await,
         Command::Run(a) => run::run(a).await,
         Command::AdminStartMatching(a) => admin_start::run(a).await,
         Command::Status(a) => status::run(a).await,
+        Command::Daemon(a) => daemon::run(a).await,
     };
     result.map_err(|e| anyhow::anyhow!(db::scrub(&format!("{e:#}"), &url)))
 }

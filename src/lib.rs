@@ -4,7 +4,8 @@
 //! A tour of the modules, in the order data flows:
 //!
 //! - [`cli`]: the clap command line (one enum, flags readable from the environment).
-//! - [`commands`]: one module per subcommand (`migrate`, `run`, `admin-start-matching`, `status`).
+//! - [`commands`]: one module per subcommand (`migrate`, `run`, `admin-start-matching`, `status`,
+//!   `daemon`).
 //! - [`worker`]: the loop: pick an event, lock it, claim a batch, refresh the snapshot,
 //!   repair each attendee, write, complete; under a deadline.
 //! - [`store`]: every SQL statement, grouped by table (queue, snapshot, matches, jobs and runs).

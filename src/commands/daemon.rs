@@ -1,0 +1,152 @@
+//! `matchmaker daemon`: drains on a cron schedule and at once when the
+//! triggers announce new rows (LISTEN/NOTIFY); graceful on SIGTERM/SIGINT.
+//!
+//! tokio-cron-scheduler fires ticks; it does not guard against a slow drain
+//! overlapping the next tick, does not wait for its spawned jobs on shutdown,
+//! and drops job errors. So a tick here only *asks* for a drain (a message on
+//! a channel), and this loop owns the single drain task: it starts one when
+//! asked and none is running, remembers a request that arrives during a
+//! drain, logs the drain's outcome, and waits for it on shutdown.
+
+use crate::cli::{parse_duration, DbArgs, WorkerArgs};
+use crate::store::events;
+use crate::worker::{self, RunSummary, StopReason};
+use anyhow::{Context, Result};
+use sqlx::postgres::PgListener;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+/// The channel the triggers notify (see `matchmaker_enqueue`).
+pub const CHANNEL: &str = "matchmaking_queue";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// When to drain even without notifications: six-field cron, seconds first, UTC.
+    #[arg(long, env = "MATCHMAKER_SCHEDULE", default_value = "0 * * * * *")]
+    pub schedule: String,
+    /// Longest single drain; a longer backlog continues in the next drain at once.
+    #[arg(long, env = "MATCHMAKER_MAX_RUNTIME", default_value = "45s", value_parser = parse_duration)]
+    pub max_runtime: Duration,
+    /// Only process this event (id or code).
+    #[arg(long, env = "MATCHMAKER_EVENT")]
+    pub event: Option<String>,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let (connect, pool) = super::connect(&args.db, 6).await?;
+    let event: Option<Uuid> = match &args.event {
+        Some(e) => Some(
+            events::find(&pool, e)
+                .await?
+                .with_context(|| format!("no event with id or code {e:?}"))?
+                .id,
+        ),
+        None => None,
+    };
+    let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
+    let tick = wake_tx.clone();
+    let job = Job::new_async(args.schedule.as_str(), move |_, _| {
+        let tick = tick.clone();
+        Box::pin(async move {
+            // A full channel means a drain is already requested.
+            let _ = tick.try_send(());
+        })
+    })
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "invalid --schedule {:?}: {e} (six fields, seconds first, e.g. \"0 * * * * *\")",
+            args.schedule
+        )
+    })?;
+    let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
+    scheduler.add(job).await.context("scheduling the drain")?;
+
+    // LISTEN before the first drain: a row enqueued after the drain looked
+    // at the queue still wakes us.
+    let mut listener = PgListener::connect_with(&pool)
+        .await
+        .context("opening the LISTEN connection")?;
+    listener.listen(CHANNEL).await.context("listening for new queue rows")?;
+    scheduler.start().await.context("starting the scheduler")?;
+    let shutdown = super::shutdown_on_signals();
+    info!(schedule = %args.schedule, event = ?event.map(|e| e.to_string()), "daemon started");
+
+    // The listener runs in its own task, so no select! ever cancels a read
+    // half-way through a notification.
+    let wake = wake_tx.clone();
+    let listen = tokio::spawn(async move {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    if event.is_none_or(|e| n.payload() == e.to_string()) {
+                        let _ = wake.try_send(());
+                    }
+                }
+                Ok(None) => {
+                    // The connection dropped; it is re-established on the
+                    // next call and notifications in between are lost: drain.
+                    warn!("LISTEN connection lost; reconnecting");
+                    let _ = wake.try_send(());
+                }
+                Err(e) => {
+                    warn!(error = %e, "LISTEN failed; retrying in 1s (the schedule still drains)");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+
+    let mut opts = args.worker.options("daemon");
+    opts.max_runtime = Some(args.max_runtime);
+    opts.event = event;
+    let mut drain: Option<JoinHandle<Result<RunSummary>>> = None;
+    let mut wanted = true;
+    loop {
+        if wanted && drain.is_none() && !shutdown.is_cancelled() {
+            wanted = false;
+            let (pool, connect, opts, stop) = (pool.clone(), connect.clone(), opts.clone(), shutdown.clone());
+            drain = Some(tokio::spawn(
+                async move { worker::run(&pool, &connect, opts, stop).await },
+            ));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(()) = wake_rx.recv() => wanted = true,
+            done = async { drain.as_mut().expect("guarded by the select condition").await }, if drain.is_some() => {
+                drain = None;
+                match done {
+                    Ok(Ok(s)) if s.stop_reason == StopReason::Deadline => wanted = true,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        warn!(error = %format!("{e:#}"), "drain failed; retrying in 1s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        wanted = true;
+                    }
+                    Err(e) => warn!(error = %e, "drain task panicked"),
+                }
+            }
+        }
+    }
+    listen.abort();
+    info!("shutting down: waiting for the current batch");
+    if let Some(d) = drain {
+        match d.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %format!("{e:#}"), "last drain failed"),
+            Err(e) => warn!(error = %e, "last drain panicked"),
+        }
+    }
+    if let Err(e) = scheduler.shutdown().await {
+        warn!(error = %e, "scheduler did not shut down cleanly");
+    }
+    info!("daemon stopped");
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `matchmaker daemon`: new queue rows are drained at once (LISTEN/NOTIFY,
+//! not the schedule), SIGTERM stops it cleanly, a bad schedule is refused.
+
+mod common;
+
+use common::*;
+use rand::SeedableRng;
+use sqlx::PgPool;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn the_daemon_wakes_on_new_rows_and_stops_on_sigterm(pool: PgPool) {
+    let url = database_url(&pool).await;
+    let ev = create_event(&pool, "live", "hybrid-v1", 3).await;
+    // A schedule that never fires during the test: only NOTIFY can wake it.
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+        .args(["daemon", "--schedule", "0 0 0 1 1 *"])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn daemon");
+    // Let it LISTEN, then add attendees in a few bursts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    for _ in 0..3 {
+        for _ in 0..15 {
+            insert_profile(&pool, ev, &random_profile(&mut rng, 0)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    while open_rows(&pool).await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the daemon did not drain new rows"
+        );
+        assert!(
+            daemon.try_wait().expect("try_wait").is_none(),
+            "the daemon exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_exact(&pool, ev, "drained by the daemon").await;
+
+    let term = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = daemon.try_wait().expect("try_wait") {
+            assert!(status.success(), "daemon exit status {status}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the daemon ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn a_bad_schedule_is_refused(pool: PgPool) {
+    let url = database_url(&pool).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+        .args(["daemon", "--schedule", "every minute"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("run daemon");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid --schedule \"every minute\""), "{err}");
+}
