@@ -32,9 +32,11 @@ CREATE TABLE event_participants (
     display_name  text NOT NULL DEFAULT '',
     company       text,
     role          text,
-    interests     text[] NOT NULL DEFAULT '{}',
-    looking_for   text[] NOT NULL DEFAULT '{}',
-    offering      text[] NOT NULL DEFAULT '{}',
+    -- NULL is accepted and means "none": the worker, not the application's
+    -- INSERT, judges malformed profiles.
+    interests     text[] DEFAULT '{}',
+    looking_for   text[] DEFAULT '{}',
+    offering      text[] DEFAULT '{}',
     bio           text,
     embedding     real[],
     status        text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'left')),
@@ -65,7 +67,7 @@ CREATE INDEX match_exclusions_change_idx ON match_exclusions (event_id, change_x
 -- One row per unit of work. Rows are kept after completion ('done') so that
 -- status can report throughput; `run` prunes old done rows.
 CREATE TABLE matchmaking_queue (
-    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id            bigint GENERATED ALWAYS AS IDENTITY,
     event_id      uuid NOT NULL REFERENCES events (id) ON DELETE CASCADE,
     user_id       uuid NOT NULL,
     reason        text NOT NULL CHECK (reason IN ('joined', 'profile_updated', 'rematch', 'admin')),
@@ -80,8 +82,12 @@ CREATE TABLE matchmaking_queue (
     enqueued_at   timestamptz NOT NULL DEFAULT now(),
     claimed_at    timestamptz,
     finished_at   timestamptz,
-    CHECK ((status = 'processing') = (locked_until IS NOT NULL AND locked_by IS NOT NULL))
+    CHECK ((status = 'processing') = (locked_until IS NOT NULL AND locked_by IS NOT NULL)),
+    -- Event first, so the table can be distributed by event_id.
+    PRIMARY KEY (event_id, id)
 );
+
+CREATE UNIQUE INDEX matchmaking_queue_id ON matchmaking_queue (id);
 
 -- At most one pending row per (event, user): enqueueing again upserts into it.
 CREATE UNIQUE INDEX matchmaking_queue_one_pending
@@ -92,6 +98,10 @@ CREATE INDEX matchmaking_queue_claim
 -- Picking which event to work on next, across events.
 CREATE INDEX matchmaking_queue_next_event
     ON matchmaking_queue (priority DESC, available_at) WHERE status = 'pending';
+-- Open work of one event: the batch's "who is still queued" read, the job
+-- completion check, `admin-start-matching --wait`.
+CREATE INDEX matchmaking_queue_open
+    ON matchmaking_queue (event_id, user_id) WHERE status IN ('pending', 'processing');
 -- Expired leases (crashed workers) and status' live leases.
 CREATE INDEX matchmaking_queue_leases
     ON matchmaking_queue (locked_until) WHERE status = 'processing';
@@ -148,7 +158,9 @@ CREATE TABLE user_matches (
     updated_at         timestamptz NOT NULL DEFAULT now(),
     -- The app's read: WHERE event_id = $1 AND user_id = $2 ORDER BY rank.
     PRIMARY KEY (event_id, user_id, matched_user_id),
-    UNIQUE (id),
+    -- A stable identity for applications that attach data (accept/decline)
+    -- to a match; a row keeps it while the pair stays matched.
+    UNIQUE (event_id, id),
     CHECK (user_id <> matched_user_id)
     -- Deliberately no foreign key to event_participants: its check would make
     -- every match write take a KEY SHARE lock on both participant rows, and a

@@ -15,6 +15,10 @@
 --     that committed before it.
 --   * Triggers that only enqueue take no lock: a batch that used the old
 --     profile is repaired when the new queue row is processed.
+--   * Residual risk, documented in the README: an application transaction
+--     that edits attendee A and later, in the same transaction, makes B leave
+--     while another transaction's leave needs to enqueue A can deadlock; one
+--     of the two is aborted by PostgreSQL (40P01) and can simply be retried.
 --   * While a batch holds the event lock it never waits long for a lock an
 --     application transaction may hold (its write transaction runs with a
 --     short lock_timeout, and user_matches has no foreign key to
@@ -53,6 +57,10 @@ BEGIN
     SELECT p_event, u, p_reason, p_priority
     FROM (SELECT DISTINCT unnest(p_users) AS u) AS s
     WHERE u IS NOT NULL
+    -- One global order for the row locks this takes, so two fan-outs (a
+    -- leave's losers, a settings change, admin-start-matching) running at
+    -- once cannot lock the same pending rows in opposite orders.
+    ORDER BY u
     ON CONFLICT (event_id, user_id) WHERE status = 'pending'
     DO UPDATE SET
         priority     = GREATEST(q.priority, EXCLUDED.priority),

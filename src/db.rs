@@ -63,6 +63,12 @@ pub fn connect_options(url: &str, limits: SessionLimits) -> Result<PgConnectOpti
         ("statement_timeout", format!("{}", limits.statement_timeout.as_millis())),
         ("lock_timeout", format!("{}", limits.lock_timeout.as_millis())),
         ("idle_in_transaction_session_timeout", "120000".to_string()),
+        // Server-side TCP keepalives: a worker host that vanishes without
+        // closing its socket loses its session (and its event lock) in about
+        // half a minute instead of the kernel's two hours.
+        ("tcp_keepalives_idle", "10".to_string()),
+        ("tcp_keepalives_interval", "5".to_string()),
+        ("tcp_keepalives_count", "3".to_string()),
     ]))
 }
 

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(matchmaker::commands::dispatch(cli.command)) {
+    let result = runtime.block_on(matchmaker::commands::dispatch(cli.command));
+    // A scoring task abandoned by a hard stop must not delay the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));

@@ -38,7 +38,6 @@ use anyhow::{Context, Result};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -145,8 +144,6 @@ struct Worker {
     cache: HashMap<Uuid, CachedEvent>,
     lock_conn: Option<PgConnection>,
     totals: RunTotals,
-    /// Rows claimed and not yet finished, for the hard stop.
-    in_flight: Arc<Mutex<Vec<i64>>>,
     shutdown: CancellationToken,
     last_heartbeat: Instant,
 }
@@ -179,7 +176,6 @@ pub async fn run(
         cache: HashMap::new(),
         lock_conn: None,
         totals: RunTotals::default(),
-        in_flight: Arc::new(Mutex::new(Vec::new())),
         shutdown,
         last_heartbeat: started,
         opts,
@@ -196,7 +192,6 @@ pub async fn run(
     }
 
     let deadline = w.opts.max_runtime.map(|d| started + d);
-    let in_flight = w.in_flight.clone();
     let outcome = match deadline {
         Some(d) => match tokio::time::timeout_at(d + HARD_STOP_GRACE, w.drain(deadline)).await {
             Ok(r) => r,
@@ -207,13 +202,10 @@ pub async fn run(
         },
         None => w.drain(None).await,
     };
-    // Whatever is still claimed (hard stop, or an error) goes back at once.
-    let stranded: Vec<i64> = std::mem::take(&mut *in_flight.lock().unwrap_or_else(|p| p.into_inner()));
+    // Whatever this worker still holds (a hard stop may have cut a claim or
+    // a write short) goes back at once, found by worker id in the database.
     w.lock_conn = None;
-    if !stranded.is_empty() {
-        let released = release_with_pool(&w.pool, &stranded, &w.worker_id).await;
-        w.totals.released += released as i64;
-    }
+    w.totals.released += release_held(&w.pool, &w.worker_id).await as i64;
     let (reason, error) = match &outcome {
         Ok(r) => (r.as_str(), None),
         Err(e) => ("error", Some(format!("{e:#}"))),
@@ -239,14 +231,17 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Hands rows back with a fresh connection, bounded in time. Returns rows released.
-async fn release_with_pool(pool: &PgPool, ids: &[i64], worker: &str) -> u64 {
+/// Hands every row this worker still holds back to the queue with a fresh
+/// connection, bounded in time. Returns rows released.
+async fn release_held(pool: &PgPool, worker: &str) -> u64 {
     let attempt = async {
         let mut conn = pool.acquire().await.context("connecting to release rows")?;
-        queue::give_back(&mut conn, ids, worker, GiveBack::Release).await?;
-        anyhow::Ok(ids.len() as u64)
+        let ids = queue::held_by(&mut *conn, worker).await?;
+        let back = queue::give_back(&mut conn, &ids, worker, GiveBack::Release).await?;
+        anyhow::Ok(ids.len() as u64 - back.left_leased)
     };
     match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(0)) => 0,
         Ok(Ok(n)) => {
             info!(rows = n, "released unfinished rows");
             n
@@ -282,36 +277,34 @@ impl Worker {
             let mut found = false;
             while let Some(event) = queue::next_event(&self.pool, self.opts.event, &skip).await? {
                 found = true;
+                skip.push(event);
                 let conn = self.lock_conn().await?;
                 if !queue::try_lock_event(conn, event).await? {
                     debug!(event.id = %event, "event busy with another worker");
-                    skip.push(event);
-                    if skip.len() >= 16 {
-                        break;
-                    }
-                    continue;
-                }
-                let t0 = Instant::now();
-                let result = self.batch(event, deadline).await;
-                match result {
-                    Ok(()) => {
-                        let conn = self.lock_conn().await?;
-                        queue::unlock_event(conn, event).await?;
-                    }
-                    Err(e) => {
-                        // The connection (and so the lock) is dropped: the
-                        // session may be in any state after a failed batch.
-                        self.lock_conn = None;
-                        self.cache.remove(&event);
-                        let ids = std::mem::take(&mut *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()));
-                        let msg = format!("{e:#}");
-                        warn!(event.id = %event, error = %msg, "batch failed; its rows will be retried");
-                        self.retry_rows(&ids, &msg).await;
+                } else {
+                    let t0 = Instant::now();
+                    match self.batch(event, deadline).await {
+                        Ok(claimed) => {
+                            let conn = self.lock_conn().await?;
+                            queue::unlock_event(conn, event).await?;
+                            if claimed > 0 {
+                                batch_time = (batch_time + t0.elapsed()) / 2;
+                                worked = true;
+                                break;
+                            }
+                            // Every claimable row is locked by an uncommitted
+                            // application transaction: try another event.
+                        }
+                        Err(e) => {
+                            self.batch_failed(event, e).await;
+                            worked = true;
+                            break;
+                        }
                     }
                 }
-                batch_time = (batch_time + t0.elapsed()) / 2;
-                worked = true;
-                break;
+                if skip.len() >= 16 {
+                    break;
+                }
             }
             self.heartbeat(false).await;
             if worked {
@@ -358,56 +351,60 @@ impl Worker {
         }
     }
 
-    /// Rows of a failed batch: retried after a backoff, or failed for good.
-    async fn retry_rows(&mut self, ids: &[i64], error: &str) {
-        if ids.is_empty() {
-            return;
-        }
-        let errors = vec![error.to_string(); ids.len()];
+    /// After a failed batch: drop the lock connection (the session may be in
+    /// any state; closing it releases the lock), forget the cached event, and
+    /// hand the rows back: released with their attempt refunded when the
+    /// failure was a lock conflict (not the rows' fault), else retried after
+    /// a backoff or failed for good.
+    async fn batch_failed(&mut self, event: Uuid, e: anyhow::Error) {
+        self.lock_conn = None;
+        self.cache.remove(&event);
+        let msg = format!("{e:#}");
+        let conflict = queue::is_lock_conflict(&e);
+        warn!(event.id = %event, error = %msg, lock_conflict = conflict, "batch failed; its rows go back to the queue");
         let attempt = async {
             let mut conn = self.pool.acquire().await?;
-            queue::give_back(
-                &mut conn,
-                ids,
-                &self.worker_id,
-                GiveBack::Retry(&errors, self.opts.retry),
-            )
-            .await
+            let ids = queue::held_by(&mut *conn, &self.worker_id).await?;
+            let errors = vec![msg.clone(); ids.len()];
+            let how = if conflict {
+                GiveBack::Release
+            } else {
+                GiveBack::Retry(&errors, self.opts.retry)
+            };
+            queue::give_back(&mut conn, &ids, &self.worker_id, how).await
         };
         match attempt.await {
             Ok(r) => self.totals.failed += r.failed as i64,
             Err(e) => {
-                warn!(error = %format!("{e:#}"), "could not reschedule rows; they return when their lease expires")
+                warn!(error = %format!("{e:#}"), "could not hand rows back; they return when their lease expires")
             }
         }
     }
 
     /// One batch of one event, with the event lock held on `lock_conn`.
-    async fn batch(&mut self, event: Uuid, deadline: Option<Instant>) -> Result<()> {
+    /// Returns how many rows it claimed.
+    async fn batch(&mut self, event: Uuid, deadline: Option<Instant>) -> Result<usize> {
         let worker_id = self.worker_id.clone();
         let (batch_size, lease) = (self.opts.batch_size, self.opts.lease);
         let conn = self.lock_conn().await?;
         let rows = queue::claim(conn, event, batch_size, &worker_id, lease).await?;
         if rows.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = rows.iter().map(|r| r.id).collect();
+        let n = rows.len();
         self.totals.batches += 1;
-        self.totals.claimed += rows.len() as i64;
-        let span = info_span!("batch", event.id = %event, batch.size = rows.len(), run.id = %self.run_id);
+        self.totals.claimed += n as i64;
+        let span = info_span!("batch", event.id = %event, batch.size = n, run.id = %self.run_id);
         self.batch_inner(event, rows, deadline).instrument(span).await?;
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        Ok(())
+        Ok(n)
     }
 
     async fn batch_inner(&mut self, event: Uuid, rows: Vec<ClaimedRow>, deadline: Option<Instant>) -> Result<()> {
         let t0 = Instant::now();
-        let max_attempts = self.opts.retry.max_attempts;
-        // Rows whose lease expired too often: their worker keeps dying on
-        // them. Give up on those rather than risk the whole batch.
-        let (rows, abandoned): (Vec<ClaimedRow>, Vec<ClaimedRow>) =
-            rows.into_iter().partition(|r| r.attempts <= max_attempts);
-        let claimed_ids: Vec<i64> = rows.iter().chain(&abandoned).map(|r| r.id).collect();
+        let (rows, mut release, given_up) = quarantine(rows, self.opts.retry.max_attempts);
+        // Rows released untouched keep their attendee dirty: only the rows
+        // repaired here are left out of "who is still queued".
+        let claimed_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
 
         let (mut cached, read) = self.refresh(event, &claimed_ids).await?;
         let read_ms = t0.elapsed().as_millis();
@@ -460,15 +457,17 @@ impl Worker {
         );
         let mut failed_ids: Vec<i64> = scored.problems.iter().map(|p| p.0).collect();
         let mut errors: Vec<String> = scored.problems.iter().map(|p| p.1.clone()).collect();
-        for r in &abandoned {
+        if let Some(r) = &given_up {
             failed_ids.push(r.id);
             errors.push(format!(
-                "abandoned after {} attempts: the worker holding it died or stalled past its lease each time",
+                "gave up after {} attempts: the worker holding it died or stalled past its lease each time, \
+                 also when it was processed alone",
                 r.attempts - 1
             ));
         }
+        release.extend(&scored.unstarted);
         let retried = queue::give_back(&mut tx, &failed_ids, &worker_id, GiveBack::Retry(&errors, policy)).await?;
-        let released = queue::give_back(&mut tx, &scored.unstarted, &worker_id, GiveBack::Release).await?;
+        let released = queue::give_back(&mut tx, &release, &worker_id, GiveBack::Release).await?;
         let failed = retried.failed;
         let processed = scored.done.len() as i64;
         jobs::record_batch(
@@ -483,14 +482,14 @@ impl Worker {
 
         self.totals.processed += processed;
         self.totals.failed += failed as i64;
-        self.totals.released += scored.unstarted.len() as i64 - released.left_leased as i64;
+        self.totals.released += release.len() as i64 - released.left_leased as i64;
         for (id, err) in scored.problems.iter() {
             warn!(row = id, error = %err, "attendee has malformed data");
         }
         info!(
             processed,
             problems = scored.problems.len(),
-            released = scored.unstarted.len(),
+            released = release.len(),
             rows_written = scored.diff.rows(),
             full_recomputes = scored.full_recomputes,
             read_ms = read_ms as u64,
@@ -534,6 +533,30 @@ impl Worker {
         let cached = load_full(event, &read);
         debug!(event.id = %event, participants = read.participant_count, "loaded the event");
         Ok((cached, read))
+    }
+}
+
+/// Extra attempts an overdue row gets, processed alone, before it is given up.
+const QUARANTINE_ATTEMPTS: i32 = 3;
+
+/// Rows past their attempts were claimed again because their lease expired:
+/// their worker died or stalled. They are usually innocent (a killed
+/// deployment), so they are processed, but one at a time, so that a row that
+/// really kills workers takes no other row with it; and after
+/// [`QUARANTINE_ATTEMPTS`] more deaths it is given up (failed, not processed).
+///
+/// Returns (rows to process, rows to release untouched, row to give up).
+fn quarantine(rows: Vec<ClaimedRow>, max_attempts: i32) -> (Vec<ClaimedRow>, Vec<i64>, Option<ClaimedRow>) {
+    let Some(pos) = rows.iter().position(|r| r.attempts > max_attempts) else {
+        return (rows, Vec::new(), None);
+    };
+    let mut rows = rows;
+    let overdue = rows.remove(pos);
+    let release = rows.iter().map(|r| r.id).collect();
+    if overdue.attempts > max_attempts + QUARANTINE_ATTEMPTS {
+        (Vec::new(), release, Some(overdue))
+    } else {
+        (vec![overdue], release, None)
     }
 }
 
@@ -708,4 +731,35 @@ fn diff(
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, attempts: i32) -> ClaimedRow {
+        ClaimedRow {
+            id,
+            user_id: Uuid::from_u128(id as u128),
+            reason: "joined".into(),
+            priority: 3,
+            attempts,
+        }
+    }
+
+    #[test]
+    fn quarantine_processes_overdue_rows_alone_then_gives_up() {
+        let (go, release, give_up) = quarantine(vec![row(1, 1), row(2, 2)], 5);
+        assert_eq!((go.len(), release.len(), give_up.is_none()), (2, 0, true));
+        // Overdue: processed alone, the others go back untouched.
+        let (go, release, give_up) = quarantine(vec![row(1, 1), row(2, 6), row(3, 7)], 5);
+        assert_eq!(go.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(release, vec![1, 3]);
+        assert!(give_up.is_none());
+        // Still killing its worker when alone: given up, not processed.
+        let (go, release, give_up) = quarantine(vec![row(1, 1), row(2, 9)], 5);
+        assert!(go.is_empty());
+        assert_eq!(release, vec![1]);
+        assert_eq!(give_up.map(|r| r.id), Some(2));
+    }
 }

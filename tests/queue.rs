@@ -203,3 +203,84 @@ async fn a_poison_attendee_fails_after_its_attempts_and_the_rest_is_matched(pool
         .unwrap();
     assert_eq!(job, ("completed_with_errors".to_string(), 2));
 }
+
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn two_claimed_rows_of_one_attendee_go_back_as_one_pending_row(pool: PgPool) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let ev = create_event(&pool, "dup", "hybrid-v1", 3).await;
+    let mut p = random_profile(&mut rng, 0);
+    insert_profile(&pool, ev, &p).await;
+    let connect = pool.connect_options();
+    let mut dead = sqlx::PgConnection::connect_with(&connect).await.unwrap();
+    let mut live = sqlx::PgConnection::connect_with(&connect).await.unwrap();
+    // A worker claims the row and dies; the attendee edits their profile.
+    let first = queue::claim(&mut dead, ev, 10, "dead", Duration::from_millis(100)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    p.interests = vec!["rust".into()];
+    update_profile(&pool, ev, &p).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // One claim takes both the expired row and the new one.
+    let both = queue::claim(&mut live, ev, 10, "live", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(both.len(), 2);
+    let ids: Vec<i64> = both.iter().map(|r| r.id).collect();
+    let errors = vec!["boom".to_string(); 2];
+    let policy = RetryPolicy {
+        max_attempts: 5,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(1),
+    };
+    let r = queue::give_back(&mut live, &ids, "live", GiveBack::Retry(&errors, policy)).await.unwrap();
+    assert_eq!((r.failed, r.left_leased), (0, 0));
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM matchmaking_queue GROUP BY status ORDER BY status")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(states, vec![("done".to_string(), 1), ("pending".to_string(), 1)]);
+}
+
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn rows_locked_by_an_open_transaction_neither_spin_the_worker_nor_starve_other_events(pool: PgPool) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let busy = create_event(&pool, "busy", "hybrid-v1", 3).await;
+    insert_profile(&pool, busy, &random_profile(&mut rng, 0)).await;
+    let other = create_event(&pool, "other", "hybrid-v1", 3).await;
+    for _ in 0..10 {
+        insert_profile(&pool, other, &random_profile(&mut rng, 0)).await;
+    }
+    sqlx::query("UPDATE matchmaking_queue SET priority = 0 WHERE event_id = $1").bind(other).execute(&pool).await.unwrap();
+    // An application transaction holds the best row (as a trigger raising
+    // its priority would) and does not commit.
+    let mut app = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM matchmaking_queue WHERE event_id = $1 FOR UPDATE")
+        .bind(busy)
+        .execute(&mut *app)
+        .await
+        .unwrap();
+    let commits = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = commits(pool.clone()).await;
+    let url = database_url(&pool).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+        .args(["run", "--max-runtime", "2s", "--json"])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    app.rollback().await.unwrap();
+    // The worker's backends flushed their statistics when it exited.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let spent = commits(pool.clone()).await - before;
+    assert!(spent < 400, "{spent} transactions in 2 s: the worker is spinning");
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue WHERE event_id = $1 AND status = 'done'")
+        .bind(other)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(done, 10, "the other event must not starve");
+}

@@ -15,16 +15,16 @@ pub struct Args {
     #[arg(long, env = "MATCHMAKER_EVENT")]
     pub event: String,
     /// Queue priority, 0 (lowest) to 3 (highest; what new attendees get).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i16).range(0..=3))]
+    #[arg(long, env = "MATCHMAKER_PRIORITY", default_value_t = 1, value_parser = clap::value_parser!(i16).range(0..=3))]
     pub priority: i16,
     /// Re-enqueue even when the event is completed and unchanged.
-    #[arg(long)]
+    #[arg(long, env = "MATCHMAKER_FORCE")]
     pub force: bool,
     /// Drain the event in this process, with a progress bar.
-    #[arg(long)]
+    #[arg(long, env = "MATCHMAKER_WAIT")]
     pub wait: bool,
     /// With --wait: give up waiting after this long (the queue keeps the rest).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, env = "MATCHMAKER_WAIT_MAX_RUNTIME", value_parser = parse_duration)]
     pub max_runtime: Option<Duration>,
     #[command(flatten)]
     pub worker: WorkerArgs,

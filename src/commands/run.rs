@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, env = "MATCHMAKER_EVENT")]
     pub event: Option<String>,
     /// Print the run summary as JSON on stdout.
-    #[arg(long)]
+    #[arg(long, env = "MATCHMAKER_JSON")]
     pub json: bool,
 }
 

@@ -16,10 +16,10 @@ pub struct Args {
     #[arg(long, env = "MATCHMAKER_EVENT")]
     pub event: Option<String>,
     /// Print JSON on stdout instead of tables.
-    #[arg(long)]
+    #[arg(long, env = "MATCHMAKER_JSON")]
     pub json: bool,
     /// How many failed and waiting rows to list.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "MATCHMAKER_STATUS_LIMIT", default_value_t = 10)]
     pub limit: i64,
 }
 

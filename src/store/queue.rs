@@ -184,22 +184,30 @@ pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: 
             .await
             .context("opening a savepoint")?;
         let result = sqlx::query_scalar::<_, i64>(
-            "WITH upd AS (
+            "WITH mine AS (
+                 -- Two claimed rows of one attendee (a reclaimed lease and a
+                 -- newer change): only the newest may become pending.
+                 SELECT q.id, e.err,
+                        row_number() OVER (PARTITION BY q.event_id, q.user_id ORDER BY q.id DESC) AS nth
+                   FROM matchmaking_queue q
+                   JOIN unnest($1::bigint[], $4::text[]) AS e(id, err) ON q.id = e.id
+                  WHERE q.status = 'processing' AND q.locked_by = $2),
+             upd AS (
                  UPDATE matchmaking_queue q SET
                      status = CASE
                          WHEN NOT $3 AND q.attempts >= $5 THEN 'failed'
-                         WHEN EXISTS (SELECT 1 FROM matchmaking_queue s
+                         WHEN m.nth > 1 OR EXISTS (SELECT 1 FROM matchmaking_queue s
                                        WHERE s.event_id = q.event_id AND s.user_id = q.user_id
                                          AND s.status = 'pending') THEN 'done'
                          ELSE 'pending' END,
                      attempts = CASE WHEN $3 THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,
                      available_at = CASE WHEN $3 THEN now() ELSE now() + make_interval(secs =>
                          least($7, $6 * power(2, greatest(q.attempts - 1, 0))) * (0.5 + random() / 2)) END,
-                     last_error = CASE WHEN $3 THEN q.last_error ELSE e.err END,
+                     last_error = CASE WHEN $3 THEN q.last_error ELSE m.err END,
                      locked_until = NULL, locked_by = NULL,
                      finished_at = CASE WHEN NOT $3 AND q.attempts >= $5 THEN now() END
-                   FROM unnest($1::bigint[], $4::text[]) AS e(id, err)
-                  WHERE q.id = e.id AND q.status = 'processing' AND q.locked_by = $2
+                   FROM mine m
+                  WHERE q.id = m.id
                  RETURNING q.status)
              SELECT count(*) FILTER (WHERE status = 'failed') FROM upd",
         )
@@ -245,6 +253,31 @@ pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: 
         "returning rows to the queue kept conflicting with new rows: {}",
         last_err.unwrap_or_default()
     )
+}
+
+/// The rows this worker still holds (after a hard stop, whatever the
+/// in-memory state says).
+pub async fn held_by(db: impl PgExecutor<'_>, worker: &str) -> Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT id FROM matchmaking_queue
+          WHERE status = 'processing' AND locked_until IS NOT NULL AND locked_by = $1",
+    )
+    .bind(worker)
+    .fetch_all(db)
+    .await
+    .context("finding this worker's rows")
+}
+
+/// True when an error is a lock conflict (lock timeout, deadlock,
+/// serialization failure): the batch was not at fault and its rows go back
+/// without spending an attempt.
+pub fn is_lock_conflict(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| match c.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Database(d)) => {
+            matches!(d.code().as_deref(), Some(LOCK_NOT_AVAILABLE | "40P01" | "40001"))
+        }
+        _ => false,
+    })
 }
 
 /// Enqueues every active attendee of an event. Returns rows inserted or raised.
