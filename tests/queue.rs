@@ -214,13 +214,17 @@ async fn two_claimed_rows_of_one_attendee_go_back_as_one_pending_row(pool: PgPoo
     let mut dead = sqlx::PgConnection::connect_with(&connect).await.unwrap();
     let mut live = sqlx::PgConnection::connect_with(&connect).await.unwrap();
     // A worker claims the row and dies; the attendee edits their profile.
-    let first = queue::claim(&mut dead, ev, 10, "dead", Duration::from_millis(100)).await.unwrap();
+    let first = queue::claim(&mut dead, ev, 10, "dead", Duration::from_millis(100))
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     p.interests = vec!["rust".into()];
     update_profile(&pool, ev, &p).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     // One claim takes both the expired row and the new one.
-    let both = queue::claim(&mut live, ev, 10, "live", Duration::from_secs(60)).await.unwrap();
+    let both = queue::claim(&mut live, ev, 10, "live", Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(both.len(), 2);
     let ids: Vec<i64> = both.iter().map(|r| r.id).collect();
     let errors = vec!["boom".to_string(); 2];
@@ -229,7 +233,9 @@ async fn two_claimed_rows_of_one_attendee_go_back_as_one_pending_row(pool: PgPoo
         base: Duration::from_millis(1),
         cap: Duration::from_millis(1),
     };
-    let r = queue::give_back(&mut live, &ids, "live", GiveBack::Retry(&errors, policy)).await.unwrap();
+    let r = queue::give_back(&mut live, &ids, "live", GiveBack::Retry(&errors, policy))
+        .await
+        .unwrap();
     assert_eq!((r.failed, r.left_leased), (0, 0));
     let states: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, count(*) FROM matchmaking_queue GROUP BY status ORDER BY status")
@@ -248,7 +254,11 @@ async fn rows_locked_by_an_open_transaction_neither_spin_the_worker_nor_starve_o
     for _ in 0..10 {
         insert_profile(&pool, other, &random_profile(&mut rng, 0)).await;
     }
-    sqlx::query("UPDATE matchmaking_queue SET priority = 0 WHERE event_id = $1").bind(other).execute(&pool).await.unwrap();
+    sqlx::query("UPDATE matchmaking_queue SET priority = 0 WHERE event_id = $1")
+        .bind(other)
+        .execute(&pool)
+        .await
+        .unwrap();
     // An application transaction holds the best row (as a trigger raising
     // its priority would) and does not commit.
     let mut app = pool.begin().await.unwrap();
@@ -277,10 +287,11 @@ async fn rows_locked_by_an_open_transaction_neither_spin_the_worker_nor_starve_o
     tokio::time::sleep(Duration::from_millis(200)).await;
     let spent = commits(pool.clone()).await - before;
     assert!(spent < 400, "{spent} transactions in 2 s: the worker is spinning");
-    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue WHERE event_id = $1 AND status = 'done'")
-        .bind(other)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let done: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue WHERE event_id = $1 AND status = 'done'")
+            .bind(other)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(done, 10, "the other event must not starve");
 }

@@ -32,9 +32,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<()> {
     let (connect, pool) = super::connect(&args.db, 4).await?;
-    let event = events::find(&pool, &args.event)
-        .await?
-        .with_context(|| format!("no event with id or code {:?}", args.event))?;
+    let event = events::require(&pool, &args.event).await?;
     let label = format!("{} ({})", event.code, event.id);
 
     let fingerprint = jobs::fingerprint(&pool, event.id).await?;

@@ -42,15 +42,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<()> {
     let (connect, pool) = super::connect(&args.db, 6).await?;
-    let event: Option<Uuid> = match &args.event {
-        Some(e) => Some(
-            events::find(&pool, e)
-                .await?
-                .with_context(|| format!("no event with id or code {e:?}"))?
-                .id,
-        ),
-        None => None,
-    };
+    let event: Option<Uuid> = events::resolve(&pool, args.event.as_deref()).await?;
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
     let tick = wake_tx.clone();
     let job = Job::new_async(args.schedule.as_str(), move |_, _| {

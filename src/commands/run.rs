@@ -3,7 +3,7 @@
 use crate::cli::{parse_duration, DbArgs, WorkerArgs};
 use crate::store::events;
 use crate::worker;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -25,15 +25,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> Result<()> {
     let (connect, pool) = super::connect(&args.db, 4).await?;
-    let event = match &args.event {
-        Some(e) => Some(
-            events::find(&pool, e)
-                .await?
-                .with_context(|| format!("no event with id or code {e:?}"))?
-                .id,
-        ),
-        None => None,
-    };
+    let event = events::resolve(&pool, args.event.as_deref()).await?;
     let mut opts = args.worker.options("run");
     opts.max_runtime = Some(args.max_runtime);
     opts.event = event;

@@ -185,15 +185,7 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
 
 pub async fn run(args: Args) -> Result<()> {
     let (_, pool) = super::connect(&args.db, 2).await?;
-    let event = match &args.event {
-        Some(e) => Some(
-            events::find(&pool, e)
-                .await?
-                .with_context(|| format!("no event with id or code {e:?}"))?
-                .id,
-        ),
-        None => None,
-    };
+    let event = events::resolve(&pool, args.event.as_deref()).await?;
     let status = read(&pool, event, args.limit).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);

@@ -324,6 +324,20 @@ mod tests {
         }
     }
 
+    /// What the leave trigger does: drop the leaver from every list; returns
+    /// the attendees who lost them (to be re-matched).
+    fn leave_trigger(lists: &mut Lists, id: Uuid) -> Vec<Uuid> {
+        lists.remove(&id);
+        let mut losers = Vec::new();
+        for (v, l) in lists.iter_mut() {
+            if l.iter().any(|e| e.user == id) {
+                l.retain(|e| e.user != id);
+                losers.push(*v);
+            }
+        }
+        losers
+    }
+
     /// Random joins, edits, leaves and exclusions, each followed by the
     /// trigger's enqueue and a repair: the lists must equal the brute force
     /// after every step (every change is drained at once, so nothing is dirty).
@@ -358,14 +372,7 @@ mod tests {
                     let p = Participant::from_row(&row, None, &mut event.tags);
                     event.upsert(p);
                     if !row.active {
-                        // What the leave trigger does: remove and rematch losers.
-                        lists.remove(&id);
-                        for (v, l) in lists.iter_mut() {
-                            if l.iter().any(|e| e.user == id) {
-                                l.retain(|e| e.user != id);
-                                to_repair.push(*v);
-                            }
-                        }
+                        to_repair.extend(leave_trigger(&mut lists, id));
                     }
                     to_repair.push(id);
                 } else {
@@ -414,13 +421,7 @@ mod tests {
                 let p = Participant::from_row(&row, None, &mut event.tags);
                 event.upsert(p);
                 if !row.active {
-                    lists.remove(&id);
-                    for (v, l) in lists.iter_mut() {
-                        if l.iter().any(|e| e.user == id) {
-                            l.retain(|e| e.user != id);
-                            dirty.insert(*v);
-                        }
-                    }
+                    dirty.extend(leave_trigger(&mut lists, id));
                 }
                 dirty.insert(id);
             }

@@ -28,3 +28,18 @@ pub async fn find(db: impl PgExecutor<'_>, id_or_code: &str) -> Result<Option<Ev
     .await
     .context("looking up the event")
 }
+
+/// Like [`find`], but an unknown event is an error that names what was asked for.
+pub async fn require(db: impl PgExecutor<'_>, id_or_code: &str) -> Result<EventInfo> {
+    find(db, id_or_code)
+        .await?
+        .with_context(|| format!("no event with id or code {id_or_code:?}"))
+}
+
+/// Resolves an optional `--event` flag to an event id.
+pub async fn resolve(db: impl PgExecutor<'_>, id_or_code: Option<&str>) -> Result<Option<Uuid>> {
+    match id_or_code {
+        Some(e) => Ok(Some(require(db, e).await?.id)),
+        None => Ok(None),
+    }
+}
