@@ -46,7 +46,11 @@ use uuid::Uuid;
 
 /// How long past `max_runtime` a run may take to abandon a stuck batch and
 /// hand its rows back.
-pub const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
+pub const HARD_STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// The longest the hand-back of rows and the run record may take after a
+/// hard stop (each), so a hung database cannot hold the process.
+const CLEANUP_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// How many event snapshots one process keeps in memory.
 const CACHED_EVENTS: usize = 4;
@@ -211,7 +215,7 @@ pub async fn run(
         Err(e) => ("error", Some(format!("{e:#}"))),
     };
     let finish = jobs::update_run(&w.pool, w.run_id, &w.totals, Some(reason), error.as_deref());
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(2), finish)
+    if let Err(e) = tokio::time::timeout(CLEANUP_TIMEOUT, finish)
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
     {
@@ -240,7 +244,7 @@ async fn release_held(pool: &PgPool, worker: &str) -> u64 {
         let back = queue::give_back(&mut conn, &ids, worker, GiveBack::Release).await?;
         anyhow::Ok(ids.len() as u64 - back.left_leased)
     };
-    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+    match tokio::time::timeout(CLEANUP_TIMEOUT, attempt).await {
         Ok(Ok(0)) => 0,
         Ok(Ok(n)) => {
             info!(rows = n, "released unfinished rows");

@@ -271,7 +271,10 @@ pub fn render(s: &Status) -> String {
             when(e.completed_at)
         );
     }
-    for (title, rows) in [("FAILED", &s.failed), ("WAITING TO RETRY", &s.retrying)] {
+    for (title, at, rows) in [
+        ("FAILED", "failed at", &s.failed),
+        ("WAITING TO RETRY", "next try at", &s.retrying),
+    ] {
         if rows.is_empty() {
             continue;
         }
@@ -279,7 +282,7 @@ pub fn render(s: &Status) -> String {
         for r in rows.iter() {
             let _ = writeln!(
                 o,
-                "  #{} {} user {} after {} attempts ({}): {}",
+                "  #{} {} user {} after {} attempt(s), {at} {}: {}",
                 r.id,
                 r.event_code,
                 r.user_id,
