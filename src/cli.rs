@@ -15,7 +15,14 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log line format (logs go to stderr).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        ignore_case = true,
+        default_value = "pretty",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -42,10 +49,10 @@ pub struct DbArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// Give up connecting after this long.
-    #[arg(long, env = "MATCHMAKER_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MATCHMAKER_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration_nonzero)]
     pub connect_timeout: Duration,
     /// Abort any single SQL statement after this long (PostgreSQL statement_timeout).
-    #[arg(long, env = "MATCHMAKER_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MATCHMAKER_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration_min_1s)]
     pub statement_timeout: Duration,
 }
 
@@ -66,17 +73,17 @@ pub struct WorkerArgs {
           value_parser = clap::value_parser!(i64).range(1..=1000))]
     pub batch_size: i64,
     /// How long a claim lasts before another worker may take the rows over.
-    #[arg(long, env = "MATCHMAKER_LEASE", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, env = "MATCHMAKER_LEASE", default_value = "2m", value_parser = parse_duration_min_1s)]
     pub lease: Duration,
     /// Attempts before a row ends `failed`.
     #[arg(long, env = "MATCHMAKER_MAX_ATTEMPTS", default_value_t = 5,
           value_parser = clap::value_parser!(i32).range(1..=100))]
     pub max_attempts: i32,
     /// First retry delay; doubles per attempt, with jitter.
-    #[arg(long, env = "MATCHMAKER_RETRY_BASE", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "MATCHMAKER_RETRY_BASE", default_value = "2s", value_parser = parse_duration_nonzero)]
     pub retry_base: Duration,
     /// Longest retry delay.
-    #[arg(long, env = "MATCHMAKER_RETRY_MAX", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "MATCHMAKER_RETRY_MAX", default_value = "10m", value_parser = parse_duration_nonzero)]
     pub retry_max: Duration,
     /// Delete done queue rows older than this.
     #[arg(long, env = "MATCHMAKER_RETAIN_DONE", default_value = "7days", value_parser = parse_duration)]
@@ -84,6 +91,24 @@ pub struct WorkerArgs {
     /// Fault injection for tests and drills: sleep this long before scoring each attendee.
     #[arg(long, env = "MATCHMAKER_FAULT_SCORE_DELAY", default_value = "0s", value_parser = parse_duration, hide = true)]
     pub fault_score_delay: Duration,
+}
+
+/// Parses a duration of at least one second (deadlines, leases).
+pub fn parse_duration_min_1s(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s:?} is too short: at least 1s"));
+    }
+    Ok(d)
+}
+
+/// Parses a duration that must not be zero.
+pub fn parse_duration_nonzero(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be longer than zero"));
+    }
+    Ok(d)
 }
 
 /// Parses durations written like `45s`, `500ms`, `2m`.

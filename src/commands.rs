@@ -9,6 +9,7 @@ pub mod status;
 use crate::cli::{Command, DbArgs, WorkerArgs};
 use crate::db;
 use crate::store::queue::RetryPolicy;
+use crate::telemetry::error_chain;
 use crate::worker::WorkerOptions;
 use anyhow::Result;
 use sqlx::postgres::PgConnectOptions;
@@ -31,7 +32,21 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Status(a) => status::run(a).await,
         Command::Daemon(a) => daemon::run(a).await,
     };
-    result.map_err(|e| anyhow::anyhow!(db::scrub(&format!("{e:#}"), &url)))
+    result.map_err(|e| {
+        let mut message = error_chain(&e);
+        if missing_schema(&e) {
+            message.push_str(" (the schema is missing or out of date: run `matchmaker migrate` first)");
+        }
+        anyhow::anyhow!(db::scrub(&message, &url))
+    })
+}
+
+/// Whether an error says a table or function of ours does not exist.
+pub fn missing_schema(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| match c.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Database(d)) => matches!(d.code().as_deref(), Some("42P01" | "42883")),
+        _ => false,
+    })
 }
 
 /// Connects for a command: parsed options (for the worker's lock connection)
@@ -50,7 +65,7 @@ impl WorkerArgs {
             lease: self.lease,
             retry: RetryPolicy {
                 max_attempts: self.max_attempts,
-                base: self.retry_base,
+                base: self.retry_base.min(self.retry_max),
                 cap: self.retry_max,
             },
             retain_done: self.retain_done,

@@ -15,13 +15,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.log_format == matchmaker::telemetry::LogFormat::Json;
     let result = runtime.block_on(matchmaker::commands::dispatch(cli.command));
     // A scoring task abandoned by a hard stop must not delay the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            let message = e.to_string().replace('\n', " ");
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"level": "ERROR", "message": "exiting", "error": message})
+                );
+            } else {
+                eprintln!("error: {message}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -34,6 +34,7 @@ use crate::store::jobs::{self, RunTotals};
 use crate::store::matches::{self, Diff, Upsert};
 use crate::store::queue::{self, ClaimedRow, GiveBack, RetryPolicy};
 use crate::store::snapshot::{self, MatchRow, Read, SettingsRow};
+use crate::telemetry::error_chain;
 use anyhow::{Context, Result};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -67,8 +68,9 @@ pub struct WorkerOptions {
     /// Only this event.
     pub event: Option<Uuid>,
     pub retry: RetryPolicy,
-    /// With `event`: keep waiting (for backoffs and other workers' leases)
-    /// until the event has no pending or processing rows.
+    /// With `event`: keep waiting (for other workers' leases and new rows)
+    /// until the event has nothing pending or processing, except rows
+    /// waiting out a retry after an error (cron or the daemon retries them).
     pub until_event_done: bool,
     /// Which command started the run, for the run history.
     pub command: &'static str,
@@ -150,6 +152,7 @@ struct Worker {
     totals: RunTotals,
     shutdown: CancellationToken,
     last_heartbeat: Instant,
+    last_progress_log: Instant,
 }
 
 /// A worker id that tells an operator where the process runs.
@@ -182,6 +185,7 @@ pub async fn run(
         totals: RunTotals::default(),
         shutdown,
         last_heartbeat: started,
+        last_progress_log: started,
         opts,
     };
     jobs::start_run(&w.pool, w.run_id, &w.worker_id, w.opts.command, w.opts.event).await?;
@@ -192,7 +196,7 @@ pub async fn run(
     match queue::prune_done(&w.pool, w.opts.retain_done).await {
         Ok(0) => {}
         Ok(n) => info!(rows = n, "pruned old done rows"),
-        Err(e) => warn!(error = %format!("{e:#}"), "could not prune done rows"),
+        Err(e) => warn!(error = %error_chain(&e), "could not prune done rows"),
     }
 
     let deadline = w.opts.max_runtime.map(|d| started + d);
@@ -212,14 +216,14 @@ pub async fn run(
     w.totals.released += release_held(&w.pool, &w.worker_id).await as i64;
     let (reason, error) = match &outcome {
         Ok(r) => (r.as_str(), None),
-        Err(e) => ("error", Some(format!("{e:#}"))),
+        Err(e) => ("error", Some(error_chain(e))),
     };
     let finish = jobs::update_run(&w.pool, w.run_id, &w.totals, Some(reason), error.as_deref());
     if let Err(e) = tokio::time::timeout(CLEANUP_TIMEOUT, finish)
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
     {
-        warn!(error = %format!("{e:#}"), "could not record the end of the run");
+        warn!(error = %error_chain(&e), "could not record the end of the run");
     }
     let stop_reason = outcome?;
     let summary = RunSummary {
@@ -251,7 +255,7 @@ async fn release_held(pool: &PgPool, worker: &str) -> u64 {
             n
         }
         Ok(Err(e)) => {
-            warn!(error = %format!("{e:#}"), "could not release rows; they return when their lease expires");
+            warn!(error = %error_chain(&e), "could not release rows; they return when their lease expires");
             0
         }
         Err(_) => {
@@ -265,13 +269,15 @@ impl Worker {
     /// The main loop.
     async fn drain(&mut self, deadline: Option<Instant>) -> Result<StopReason> {
         let mut batch_time = Duration::from_millis(500);
+        // Never so large a margin that a short run cannot claim at all.
+        let max_margin = self.opts.max_runtime.map_or(Duration::MAX, |r| r / 4);
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(StopReason::Shutdown);
             }
             if let Some(d) = deadline {
                 // Claim only when a batch like the last ones fits comfortably.
-                let margin = (batch_time * 2).max(Duration::from_millis(500));
+                let margin = (batch_time * 2).max(Duration::from_millis(500)).min(max_margin);
                 if Instant::now() + margin >= d {
                     return Ok(StopReason::Deadline);
                 }
@@ -317,7 +323,7 @@ impl Worker {
             if !found {
                 // Nothing claimable now.
                 let waiting = match (self.opts.until_event_done, self.opts.event) {
-                    (true, Some(event)) => queue::event_has_work(&self.pool, event).await?,
+                    (true, Some(event)) => queue::event_has_live_work(&self.pool, event).await?,
                     _ => false,
                 };
                 if !waiting {
@@ -350,8 +356,14 @@ impl Worker {
             return;
         }
         self.last_heartbeat = Instant::now();
+        if self.last_progress_log.elapsed() >= Duration::from_secs(10) {
+            self.last_progress_log = Instant::now();
+            let t = &self.totals;
+            info!(run.id = %self.run_id, batches = t.batches, claimed = t.claimed, processed = t.processed,
+                  failed = t.failed, "progress");
+        }
         if let Err(e) = jobs::update_run(&self.pool, self.run_id, &self.totals, None, None).await {
-            warn!(error = %format!("{e:#}"), "could not record run progress");
+            warn!(error = %error_chain(&e), "could not record run progress");
         }
     }
 
@@ -363,7 +375,7 @@ impl Worker {
     async fn batch_failed(&mut self, event: Uuid, e: anyhow::Error) {
         self.lock_conn = None;
         self.cache.remove(&event);
-        let msg = format!("{e:#}");
+        let msg = error_chain(&e);
         let conflict = queue::is_lock_conflict(&e);
         warn!(event.id = %event, error = %msg, lock_conflict = conflict, "batch failed; its rows go back to the queue");
         let attempt = async {
@@ -380,7 +392,7 @@ impl Worker {
         match attempt.await {
             Ok(r) => self.totals.failed += r.failed as i64,
             Err(e) => {
-                warn!(error = %format!("{e:#}"), "could not hand rows back; they return when their lease expires")
+                warn!(error = %error_chain(&e), "could not hand rows back; they return when their lease expires")
             }
         }
     }
@@ -460,7 +472,7 @@ impl Worker {
             scored.done.len()
         );
         let mut failed_ids: Vec<i64> = scored.problems.iter().map(|p| p.0).collect();
-        let mut errors: Vec<String> = scored.problems.iter().map(|p| p.1.clone()).collect();
+        let mut errors: Vec<String> = scored.problems.iter().map(|p| p.2.clone()).collect();
         if let Some(r) = &given_up {
             failed_ids.push(r.id);
             errors.push(format!(
@@ -487,10 +499,10 @@ impl Worker {
         self.totals.processed += processed;
         self.totals.failed += failed as i64;
         self.totals.released += release.len() as i64 - released.left_leased as i64;
-        for (id, err) in scored.problems.iter() {
-            warn!(row = id, error = %err, "attendee has malformed data");
+        for (id, user, err) in scored.problems.iter() {
+            warn!(row = id, user.id = %user, error = %err, "attendee has malformed data");
         }
-        info!(
+        debug!(
             processed,
             problems = scored.problems.len(),
             released = release.len(),
@@ -619,8 +631,8 @@ struct Scored {
     diff: Diff,
     /// Rows repaired cleanly.
     done: Vec<i64>,
-    /// Rows repaired but with malformed input to report.
-    problems: Vec<(i64, String)>,
+    /// Rows repaired but with malformed input to report: (row, attendee, why).
+    problems: Vec<(i64, Uuid, String)>,
     /// Rows not started before the deadline or shutdown.
     unstarted: Vec<i64>,
     full_recomputes: usize,
@@ -664,7 +676,7 @@ fn score_batch(
         touched.extend(r.touched);
         repaired.insert(row.user_id);
         match r.problem {
-            Some(p) => out.problems.push((row.id, p)),
+            Some(p) => out.problems.push((row.id, row.user_id, p)),
             None => out.done.push(row.id),
         }
     }

@@ -45,6 +45,14 @@ fn usage_errors_exit_2() {
         &["admin-start-matching", "--event", "e", "--priority", "9"],
     );
     assert_eq!(o.status.code(), Some(2));
+    for bad in [
+        ["run", "--max-runtime", "0s"],
+        ["run", "--lease", "0s"],
+        ["status", "--connect-timeout", "0s"],
+    ] {
+        let o = matchmaker(Some("postgres://localhost/x"), &bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?} must be refused");
+    }
 }
 
 #[test]
@@ -68,6 +76,37 @@ fn unreachable_database_is_one_line_without_the_password() {
         err.contains("must be a postgres://") && !err.contains("hunter2"),
         "{err}"
     );
+
+    // A password in the query string is a password too.
+    for url in [
+        "postgres://bob@127.0.0.1:1/x?password=hunter2&sslmode=bogus",
+        "postgres://bob@127.0.0.1:99999/x?password=hunter2",
+        "postgres://bob:hunter2@127.0.0.1:1/x?password=hunter2",
+    ] {
+        let o = matchmaker(Some(url), &["status", "--connect-timeout", "2s"]);
+        assert_eq!(o.status.code(), Some(1), "{url}");
+        assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
+        let o = matchmaker(
+            Some(url),
+            &["--log-format", "json", "status", "--connect-timeout", "2s"],
+        );
+        assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn commands_before_migrate_say_to_migrate(pool: PgPool) {
+    let url = database_url(&pool).await;
+    for args in [&["run"][..], &["status"][..], &["daemon"][..]] {
+        let o = matchmaker(Some(&url), args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&o).contains("run `matchmaker migrate` first"), "{}", stderr(&o));
+    }
+    let o = matchmaker(Some(&url), &["migrate"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("applied 2 migration(s)"), "{}", stdout(&o));
+    let o = matchmaker(Some(&url), &["migrate"]);
+    assert!(stdout(&o).contains("nothing applied"), "{}", stdout(&o));
 }
 
 #[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]

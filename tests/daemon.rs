@@ -72,7 +72,13 @@ async fn a_bad_schedule_is_refused(pool: PgPool) {
         .env("DATABASE_URL", &url)
         .output()
         .expect("run daemon");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a bad schedule is a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid --schedule \"every minute\""), "{err}");
+    assert!(err.contains("write six, seconds first"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+        .args(["daemon", "--schedule", "0 99 * * * *"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("run daemon");
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -295,3 +295,68 @@ async fn rows_locked_by_an_open_transaction_neither_spin_the_worker_nor_starve_o
             .unwrap();
     assert_eq!(done, 10, "the other event must not starve");
 }
+
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn malformed_rows_never_fail_their_neighbours(pool: PgPool) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let ev = create_event(&pool, "messy", "hybrid-v1", 3).await;
+    for _ in 0..20 {
+        insert_profile(&pool, ev, &random_profile(&mut rng, 4)).await;
+    }
+    // What applications really write: NULLs, NULL elements, 2-D arrays,
+    // arrays not starting at 1, huge texts, too many tags, broken vectors.
+    let huge_tag = "x".repeat(100_000);
+    let statements = [
+        "INSERT INTO event_participants (event_id, user_id, interests, looking_for, offering, embedding) VALUES ($1, gen_random_uuid(), NULL, NULL, NULL, '{}')".to_string(),
+        "INSERT INTO event_participants (event_id, user_id, interests, embedding) VALUES ($1, gen_random_uuid(), ARRAY['rust', NULL, '', '  '], '{1,NULL,2,3}')".to_string(),
+        "INSERT INTO event_participants (event_id, user_id, interests, embedding) VALUES ($1, gen_random_uuid(), '{{rust,ai},{music,art}}', '{{0.1,0.2},{0.3,0.4}}')".to_string(),
+        "INSERT INTO event_participants (event_id, user_id, interests, embedding) VALUES ($1, gen_random_uuid(), '[0:1]={rust,ai}', '[0:3]={1,2,3,4}')".to_string(),
+        format!("INSERT INTO event_participants (event_id, user_id, bio, interests) VALUES ($1, gen_random_uuid(), repeat('bio ', 250000), ARRAY['{huge_tag}', 'rust'])"),
+        "INSERT INTO event_participants (event_id, user_id, interests) SELECT $1, gen_random_uuid(), array_agg('tag' || i) FROM generate_series(1, 600) i".to_string(),
+        "INSERT INTO event_participants (event_id, user_id, embedding) VALUES ($1, gen_random_uuid(), '{Infinity,1,2,3}')".to_string(),
+    ];
+    for sql in &statements {
+        sqlx::query(sql)
+            .bind(ev)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let opts = matchmaker::worker::WorkerOptions {
+        retry: RetryPolicy {
+            max_attempts: 2,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(20),
+        },
+        ..fast_options()
+    };
+    drain(&pool, &opts, Duration::from_secs(30)).await;
+    assert_exact(&pool, ev, "with malformed rows").await;
+    let errors: Vec<String> =
+        sqlx::query_scalar("SELECT last_error FROM matchmaking_queue WHERE status = 'failed' ORDER BY last_error")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    // Exactly the three malformed embeddings and the 600 tags are reported.
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(errors.iter().any(|e| e.contains("2-dimensional array")), "{errors:#?}");
+    assert!(errors.iter().any(|e| e.contains("NULL at index 1")), "{errors:#?}");
+    assert!(
+        errors.iter().any(|e| e.contains("non-finite value (inf)")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("interests has 600 entries")),
+        "{errors:#?}"
+    );
+    // Everyone, the malformed included (hybrid-v1 scores them without the
+    // broken part), has a full list.
+    let short: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM event_participants p
+          WHERE (SELECT count(*) FROM user_matches m WHERE m.event_id = p.event_id AND m.user_id = p.user_id) < 3",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(short, 0);
+}

@@ -1,6 +1,6 @@
 //! `matchmaker admin-start-matching`: enqueue a whole event.
 
-use crate::cli::{parse_duration, DbArgs, WorkerArgs};
+use crate::cli::{parse_duration_min_1s, DbArgs, WorkerArgs};
 use crate::store::{events, jobs, queue};
 use crate::worker;
 use anyhow::{Context, Result};
@@ -18,13 +18,13 @@ pub struct Args {
     #[arg(long, env = "MATCHMAKER_PRIORITY", default_value_t = 1, value_parser = clap::value_parser!(i16).range(0..=3))]
     pub priority: i16,
     /// Re-enqueue even when the event is completed and unchanged.
-    #[arg(long, env = "MATCHMAKER_FORCE")]
+    #[arg(long, env = "MATCHMAKER_FORCE", value_parser = clap::builder::BoolishValueParser::new())]
     pub force: bool,
     /// Drain the event in this process, with a progress bar.
-    #[arg(long, env = "MATCHMAKER_WAIT")]
+    #[arg(long, env = "MATCHMAKER_WAIT", value_parser = clap::builder::BoolishValueParser::new())]
     pub wait: bool,
     /// With --wait: give up waiting after this long (the queue keeps the rest).
-    #[arg(long, env = "MATCHMAKER_WAIT_MAX_RUNTIME", value_parser = parse_duration)]
+    #[arg(long, env = "MATCHMAKER_WAIT_MAX_RUNTIME", value_parser = parse_duration_min_1s)]
     pub max_runtime: Option<Duration>,
     #[command(flatten)]
     pub worker: WorkerArgs,
@@ -37,26 +37,41 @@ pub async fn run(args: Args) -> Result<()> {
 
     let fingerprint = jobs::fingerprint(&pool, event.id).await?;
     let job = jobs::get(&pool, event.id).await?;
-    let unchanged = job
-        .as_ref()
-        .is_some_and(|j| j.status == "completed" && j.input_fingerprint.as_deref() == Some(fingerprint.as_str()));
-    if unchanged && !args.force && !queue::event_has_work(&pool, event.id).await? {
-        println!("event {label} is already matched and unchanged since its last start; nothing enqueued (use --force to re-match)");
-        return Ok(());
-    }
-
-    let mut tx = pool.begin().await.context("starting the enqueue")?;
-    let n = queue::enqueue_event(&mut *tx, event.id, "admin", args.priority).await?;
-    jobs::reset(&mut *tx, event.id, n, &fingerprint).await?;
-    if n == 0 {
-        jobs::record_batch(&mut tx, event.id, 0, 0, None).await?;
-    }
-    tx.commit().await.context("committing the enqueue")?;
-    println!(
-        "enqueued {n} active attendees of event {label} at priority {} or higher (algorithm {}, K={})",
-        args.priority, event.algorithm, event.matches_per_user
-    );
-    if !args.wait || n == 0 {
+    let same_inputs = |j: &jobs::Job| j.input_fingerprint.as_deref() == Some(fingerprint.as_str());
+    let has_work = queue::event_has_work(&pool, event.id).await?;
+    let total = match &job {
+        Some(j) if !args.force && !has_work && j.status == "completed" && same_inputs(j) => {
+            println!(
+                "event {label} is already matched and unchanged since its last start; nothing enqueued \
+                 (use --force to re-match)"
+            );
+            return Ok(());
+        }
+        Some(j) if !args.force && has_work && j.status == "running" && same_inputs(j) => {
+            // An interrupted start (Ctrl-C, a crash): its rows are still queued.
+            println!(
+                "event {label} has a running job ({} processed, {} failed so far); resuming it rather than \
+                 starting over (use --force to start over)",
+                j.processed, j.failed
+            );
+            i64::from(j.enqueued)
+        }
+        _ => {
+            let mut tx = pool.begin().await.context("starting the enqueue")?;
+            let n = queue::enqueue_event(&mut *tx, event.id, "admin", args.priority).await?;
+            jobs::reset(&mut *tx, event.id, n, &fingerprint).await?;
+            if n == 0 {
+                jobs::record_batch(&mut tx, event.id, 0, 0, None).await?;
+            }
+            tx.commit().await.context("committing the enqueue")?;
+            println!(
+                "enqueued {n} active attendees of event {label} at priority {} or higher (algorithm {}, K={})",
+                args.priority, event.algorithm, event.matches_per_user
+            );
+            n
+        }
+    };
+    if !args.wait || total == 0 {
         return Ok(());
     }
 
@@ -65,7 +80,7 @@ pub async fn run(args: Args) -> Result<()> {
     opts.event = Some(event.id);
     opts.until_event_done = true;
     let shutdown = super::shutdown_on_signals();
-    let bar = ProgressBar::new(n as u64).with_style(
+    let bar = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} attendees ({per_sec}, ETA {eta})",
         )
@@ -95,6 +110,14 @@ pub async fn run(args: Args) -> Result<()> {
             summary.stop_reason.as_str()
         ),
         None => println!("event {label}: {}", summary.stop_reason.as_str()),
+    }
+    let retrying = queue::retrying(&pool, event.id).await?;
+    if retrying > 0 {
+        println!(
+            "{retrying} attendee(s) are waiting to retry after an error; `matchmaker run` (cron) or the daemon \
+             retries them, and `matchmaker status --event {}` shows why",
+            event.code
+        );
     }
     Ok(())
 }

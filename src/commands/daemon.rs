@@ -8,8 +8,9 @@
 //! asked and none is running, remembers a request that arrives during a
 //! drain, logs the drain's outcome, and waits for it on shutdown.
 
-use crate::cli::{parse_duration, DbArgs, WorkerArgs};
+use crate::cli::{parse_duration_min_1s, DbArgs, WorkerArgs};
 use crate::store::events;
+use crate::telemetry::error_chain;
 use crate::worker::{self, RunSummary, StopReason};
 use anyhow::{Context, Result};
 use sqlx::postgres::PgListener;
@@ -30,19 +31,38 @@ pub struct Args {
     #[command(flatten)]
     pub worker: WorkerArgs,
     /// When to drain even without notifications: six-field cron, seconds first, UTC.
-    #[arg(long, env = "MATCHMAKER_SCHEDULE", default_value = "0 * * * * *")]
+    #[arg(long, env = "MATCHMAKER_SCHEDULE", default_value = "0 * * * * *", value_parser = parse_schedule)]
     pub schedule: String,
     /// Longest single drain; a longer backlog continues in the next drain at once.
-    #[arg(long, env = "MATCHMAKER_MAX_RUNTIME", default_value = "45s", value_parser = parse_duration)]
+    #[arg(long, env = "MATCHMAKER_MAX_RUNTIME", default_value = "45s", value_parser = parse_duration_min_1s)]
     pub max_runtime: Duration,
     /// Only process this event (id or code).
     #[arg(long, env = "MATCHMAKER_EVENT")]
     pub event: Option<String>,
 }
 
+/// Checks a cron schedule the way the scheduler will read it, so that a bad
+/// one is a usage error.
+fn parse_schedule(s: &str) -> Result<String, String> {
+    let fields = s.split_whitespace().count();
+    if !(6..=7).contains(&fields) {
+        return Err(format!(
+            "{s:?} has {fields} fields; write six, seconds first (UTC), e.g. \"0 * * * * *\" for every minute"
+        ));
+    }
+    Job::new_async(s, |_, _| Box::pin(async {}))
+        .map(|_| s.to_string())
+        .map_err(|_| format!("{s:?} is not a valid cron schedule (six fields, seconds first, e.g. \"0 * * * * *\")"))
+}
+
 pub async fn run(args: Args) -> Result<()> {
     let (connect, pool) = super::connect(&args.db, 6).await?;
     let event: Option<Uuid> = events::resolve(&pool, args.event.as_deref()).await?;
+    // Refuse to start (rather than warn every second) without the schema.
+    sqlx::query("SELECT 1 FROM matchmaking_queue LIMIT 0")
+        .execute(&pool)
+        .await
+        .context("checking the schema")?;
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
     let tick = wake_tx.clone();
     let job = Job::new_async(args.schedule.as_str(), move |_, _| {
@@ -69,7 +89,8 @@ pub async fn run(args: Args) -> Result<()> {
     listener.listen(CHANNEL).await.context("listening for new queue rows")?;
     scheduler.start().await.context("starting the scheduler")?;
     let shutdown = super::shutdown_on_signals();
-    info!(schedule = %args.schedule, event = ?event.map(|e| e.to_string()), "daemon started");
+    let filter = event.map(|e| e.to_string()).unwrap_or_else(|| "all".into());
+    info!(schedule = %args.schedule, event = %filter, "daemon started");
 
     // The listener runs in its own task, so no select! ever cancels a read
     // half-way through a notification.
@@ -118,7 +139,7 @@ pub async fn run(args: Args) -> Result<()> {
                     Ok(Ok(s)) if s.stop_reason == StopReason::Deadline => wanted = true,
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
-                        warn!(error = %format!("{e:#}"), "drain failed; retrying in 1s");
+                        warn!(error = %error_chain(&e), "drain failed; retrying in 1s");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         wanted = true;
                     }
@@ -132,7 +153,7 @@ pub async fn run(args: Args) -> Result<()> {
     if let Some(d) = drain {
         match d.await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %format!("{e:#}"), "last drain failed"),
+            Ok(Err(e)) => warn!(error = %error_chain(&e), "last drain failed"),
             Err(e) => warn!(error = %e, "last drain panicked"),
         }
     }

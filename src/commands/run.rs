@@ -1,6 +1,6 @@
 //! `matchmaker run`: one cron invocation.
 
-use crate::cli::{parse_duration, DbArgs, WorkerArgs};
+use crate::cli::{parse_duration_min_1s, DbArgs, WorkerArgs};
 use crate::store::events;
 use crate::worker;
 use anyhow::Result;
@@ -13,13 +13,13 @@ pub struct Args {
     #[command(flatten)]
     pub worker: WorkerArgs,
     /// Stop claiming in time to return within this.
-    #[arg(long, env = "MATCHMAKER_MAX_RUNTIME", default_value = "45s", value_parser = parse_duration)]
+    #[arg(long, env = "MATCHMAKER_MAX_RUNTIME", default_value = "45s", value_parser = parse_duration_min_1s)]
     pub max_runtime: Duration,
     /// Only process this event (id or code).
     #[arg(long, env = "MATCHMAKER_EVENT")]
     pub event: Option<String>,
     /// Print the run summary as JSON on stdout.
-    #[arg(long, env = "MATCHMAKER_JSON")]
+    #[arg(long, env = "MATCHMAKER_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub json: bool,
 }
 

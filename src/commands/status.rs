@@ -16,7 +16,7 @@ pub struct Args {
     #[arg(long, env = "MATCHMAKER_EVENT")]
     pub event: Option<String>,
     /// Print JSON on stdout instead of tables.
-    #[arg(long, env = "MATCHMAKER_JSON")]
+    #[arg(long, env = "MATCHMAKER_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub json: bool,
     /// How many failed and waiting rows to list.
     #[arg(long, env = "MATCHMAKER_STATUS_LIMIT", default_value_t = 10)]
@@ -30,9 +30,12 @@ pub struct Status {
     pub oldest_pending_seconds: Option<f64>,
     pub leases: Vec<Lease>,
     pub expired_leases: i64,
+    /// The most recent failed rows (at most `--limit`) and how many there are.
     pub failed: Vec<RowProblem>,
+    pub failed_total: i64,
     /// Pending rows waiting out a retry backoff, with the error that caused it.
     pub retrying: Vec<RowProblem>,
+    pub retrying_total: i64,
     pub events: Vec<EventProgress>,
     pub runs: Vec<Run>,
 }
@@ -56,6 +59,7 @@ pub struct RowProblem {
     pub id: i64,
     pub event_code: String,
     pub user_id: Uuid,
+    pub display_name: Option<String>,
     pub attempts: i32,
     pub last_error: Option<String>,
     pub at: Option<DateTime<Utc>>,
@@ -65,12 +69,14 @@ pub struct RowProblem {
 pub struct EventProgress {
     pub event_id: Uuid,
     pub code: String,
+    /// `running`, `completed`, `completed_with_errors`, or `queued` (work
+    /// from triggers only, no job started by an operator yet).
     pub status: String,
     pub enqueued: i32,
     pub processed: i32,
     pub failed: i32,
     pub remaining: i64,
-    pub started_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
     pub heartbeat_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
@@ -130,9 +136,11 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .context("counting expired leases")?;
     let problems = |status: &'static str| {
         sqlx::query_as::<_, RowProblem>(
-            "SELECT q.id, e.code AS event_code, q.user_id, q.attempts, q.last_error,
+            "SELECT q.id, e.code AS event_code, q.user_id, p.display_name, q.attempts, q.last_error,
                     CASE WHEN q.status = 'failed' THEN q.finished_at ELSE q.available_at END AS at
-               FROM matchmaking_queue q JOIN events e ON e.id = q.event_id
+               FROM matchmaking_queue q
+               JOIN events e ON e.id = q.event_id
+               LEFT JOIN event_participants p ON p.event_id = q.event_id AND p.user_id = q.user_id
               WHERE q.status = $1 AND q.last_error IS NOT NULL AND ($2::uuid IS NULL OR q.event_id = $2)
               ORDER BY q.id DESC LIMIT $3",
         )
@@ -143,20 +151,40 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     };
     let failed = problems("failed").await.context("reading failed rows")?;
     let retrying = problems("pending").await.context("reading retrying rows")?;
+    let (failed_total, retrying_total): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'failed'),
+                count(*) FILTER (WHERE status = 'pending' AND last_error IS NOT NULL)
+           FROM matchmaking_queue WHERE status IN ('failed', 'pending') AND ($1::uuid IS NULL OR event_id = $1)",
+    )
+    .bind(event)
+    .fetch_one(pool)
+    .await
+    .context("counting failed rows")?;
+    // Every event with a job or with open work (triggers alone create no
+    // job until a worker records a batch). A completed job with new work is
+    // shown as running again.
     let events = sqlx::query_as::<_, EventProgress>(
-        "SELECT j.event_id, e.code, j.status, j.enqueued, j.processed, j.failed,
-                coalesce(w.remaining, 0) AS remaining, j.started_at, j.heartbeat_at, j.completed_at, j.last_error,
+        "SELECT ids.event_id, e.code,
+                CASE WHEN j.event_id IS NULL THEN 'queued'
+                     WHEN coalesce(w.remaining, 0) > 0 THEN 'running'
+                     ELSE j.status END AS status,
+                coalesce(j.enqueued, 0) AS enqueued, coalesce(j.processed, 0) AS processed,
+                coalesce(j.failed, 0) AS failed, coalesce(w.remaining, 0) AS remaining,
+                j.started_at, j.heartbeat_at, j.completed_at, j.last_error,
                 CASE WHEN j.heartbeat_at > j.started_at AND j.processed > 0
                      THEN j.processed / extract(epoch FROM j.heartbeat_at - j.started_at)::float8 END AS rate_per_second,
                 CASE WHEN j.heartbeat_at > j.started_at AND j.processed > 0 AND coalesce(w.remaining, 0) > 0
                      THEN coalesce(w.remaining, 0) / (j.processed / extract(epoch FROM j.heartbeat_at - j.started_at)::float8)
                 END AS eta_seconds
-           FROM matchmaking_jobs j
-           JOIN events e ON e.id = j.event_id
+           FROM (SELECT event_id FROM matchmaking_jobs
+                 UNION
+                 SELECT DISTINCT event_id FROM matchmaking_queue WHERE status IN ('pending', 'processing')) ids
+           JOIN events e ON e.id = ids.event_id
+           LEFT JOIN matchmaking_jobs j ON j.event_id = ids.event_id
            LEFT JOIN LATERAL (SELECT count(*) AS remaining FROM matchmaking_queue q
-                               WHERE q.event_id = j.event_id AND q.status IN ('pending', 'processing')) w ON true
-          WHERE ($1::uuid IS NULL OR j.event_id = $1)
-          ORDER BY j.started_at DESC LIMIT 50",
+                               WHERE q.event_id = ids.event_id AND q.status IN ('pending', 'processing')) w ON true
+          WHERE ($1::uuid IS NULL OR ids.event_id = $1)
+          ORDER BY j.started_at DESC NULLS FIRST, e.code LIMIT 50",
     )
     .bind(event)
     .fetch_all(pool)
@@ -177,7 +205,9 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
         leases,
         expired_leases,
         failed,
+        failed_total,
         retrying,
+        retrying_total,
         events,
         runs,
     })
@@ -266,26 +296,34 @@ pub fn render(s: &Status) -> String {
             o,
             "  {:<24} started {}  heartbeat {}  completed {}",
             "",
-            when(Some(e.started_at)),
+            when(e.started_at),
             when(e.heartbeat_at),
             when(e.completed_at)
         );
     }
-    for (title, at, rows) in [
-        ("FAILED", "failed at", &s.failed),
-        ("WAITING TO RETRY", "next try at", &s.retrying),
+    for (title, at, rows, total) in [
+        ("FAILED", "failed at", &s.failed, s.failed_total),
+        ("WAITING TO RETRY", "next try at", &s.retrying, s.retrying_total),
     ] {
         if rows.is_empty() {
             continue;
         }
-        let _ = writeln!(o, "\n{title}");
+        let more = if total > rows.len() as i64 {
+            format!(" (the latest {} of {total}; --limit shows more)", rows.len())
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "\n{title}{more}");
         for r in rows.iter() {
+            let who = match r.display_name.as_deref() {
+                Some(name) if !name.is_empty() => format!("{name} ({})", r.user_id),
+                _ => r.user_id.to_string(),
+            };
             let _ = writeln!(
                 o,
-                "  #{} {} user {} after {} attempt(s), {at} {}: {}",
+                "  #{} {} {who} after {} attempt(s), {at} {}: {}",
                 r.id,
                 r.event_code,
-                r.user_id,
                 r.attempts,
                 when(r.at),
                 r.last_error.as_deref().unwrap_or("")

@@ -27,7 +27,7 @@
 //! An attendee who left (or is unmatchable) is removed from every list, and
 //! every clean list that lost them is recomputed in full.
 
-use super::profile::{Participant, TagInterner};
+use super::profile::{Embedding, Participant, TagInterner};
 use super::score::Algorithm;
 use super::topk::{self, Entry, TopK};
 use std::collections::{HashMap, HashSet};
@@ -162,6 +162,23 @@ impl Event {
         top.into_vec()
     }
 
+    /// Why an attendee who got no partner at all is stranded, when the cause
+    /// is their data: under cosine-v1, an embedding whose length no other
+    /// attendee shares (the event sets no `embedding_dimensions`).
+    pub fn incomparable(&self, p: &Participant) -> Option<String> {
+        let (Ok(Algorithm::CosineV1), Embedding::Valid(mine)) = (&self.settings.algorithm, &p.embedding) else {
+            return None;
+        };
+        let other = self.participants.iter().find_map(|o| match &o.embedding {
+            Embedding::Valid(v) if o.user_id != p.user_id && o.active && v.len() != mine.len() => Some(v.len()),
+            _ => None,
+        })?;
+        Some(format!(
+            "embedding has {} dimensions but other attendees' have {other}: comparable with no one",
+            mine.len()
+        ))
+    }
+
     /// The problem to report for an attendee, if any.
     pub fn problem(&self, p: &Participant) -> Option<String> {
         match &self.settings.algorithm {
@@ -259,7 +276,11 @@ pub fn repair(event: &Event, lists: &mut Lists, dirty: &HashSet<Uuid>, user: Uui
             }
         }
     }
-    set_list(lists, user, own.into_vec());
+    let own = own.into_vec();
+    if own.is_empty() && out.problem.is_none() {
+        out.problem = event.incomparable(me);
+    }
+    set_list(lists, user, own);
     out.touched.sort_unstable();
     out.touched.dedup();
     out

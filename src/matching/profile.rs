@@ -14,7 +14,7 @@ pub const MAX_TAG_CHARS: usize = 200;
 /// A participant row as the application wrote it. Every field is as lenient
 /// as the column: NULL array elements and NULL vector components survive
 /// decoding and are judged here, not by the driver.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ParticipantRow {
     pub user_id: Uuid,
     pub active: bool,
@@ -24,6 +24,25 @@ pub struct ParticipantRow {
     pub looking_for: Option<Vec<Option<String>>>,
     pub offering: Option<Vec<Option<String>>>,
     pub embedding: Option<Vec<Option<f32>>>,
+    /// Dimensions of the embedding array as stored (1 for a flat list); a
+    /// multi-dimensional array arrives here as `embedding: None`.
+    pub embedding_ndims: i32,
+}
+
+impl Default for ParticipantRow {
+    fn default() -> Self {
+        Self {
+            user_id: Uuid::nil(),
+            active: false,
+            company: None,
+            role: None,
+            interests: None,
+            looking_for: None,
+            offering: None,
+            embedding: None,
+            embedding_ndims: 1,
+        }
+    }
 }
 
 /// The embedding of a participant after validation.
@@ -81,7 +100,14 @@ impl Participant {
             interests,
             looking_for,
             offering,
-            embedding: validate_embedding(row.embedding.as_deref(), dimensions),
+            embedding: if row.embedding_ndims > 1 {
+                Embedding::Invalid(format!(
+                    "embedding is a {}-dimensional array; a flat list of numbers is expected",
+                    row.embedding_ndims
+                ))
+            } else {
+                validate_embedding(row.embedding.as_deref(), dimensions)
+            },
             problem,
         }
     }
@@ -132,7 +158,8 @@ pub fn validate_embedding(raw: Option<&[Option<f32>]>, dimensions: Option<usize>
         return Embedding::Missing;
     };
     if raw.is_empty() {
-        return Embedding::Invalid("embedding is empty".into());
+        // An empty array is how some applications write "none".
+        return Embedding::Missing;
     }
     if raw.len() > MAX_DIMENSIONS {
         return Embedding::Invalid(format!(
@@ -163,7 +190,7 @@ pub fn validate_embedding(raw: Option<&[Option<f32>]>, dimensions: Option<usize>
         }
     }
     if norm2 == 0.0 || !norm2.is_finite() {
-        return Embedding::Invalid("embedding has zero length".into());
+        return Embedding::Invalid("embedding is all zeros (it has no direction)".into());
     }
     let norm = norm2.sqrt();
     Embedding::Valid(values.iter().map(|x| (x / norm) as f32).collect())
@@ -229,8 +256,8 @@ mod tests {
             other => panic!("expected valid, got {other:?}"),
         }
         assert_eq!(validate_embedding(None, Some(2)), Embedding::Missing);
+        assert_eq!(validate_embedding(Some(&[]), None), Embedding::Missing);
         let bad = [
-            validate_embedding(Some(&[]), None),
             validate_embedding(Some(&v(&[1.0, 2.0, 3.0])), Some(2)),
             validate_embedding(Some(&v(&[1.0, f32::NAN])), None),
             validate_embedding(Some(&v(&[f32::INFINITY, 1.0])), None),

@@ -308,6 +308,32 @@ pub async fn event_has_work(db: impl PgExecutor<'_>, event: Uuid) -> Result<bool
     .context("checking the event's queue")
 }
 
+/// Whether an event has work a drain should wait for: rows pending (other
+/// than those waiting out a retry after an error) or being processed.
+pub async fn event_has_live_work(db: impl PgExecutor<'_>, event: Uuid) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM matchmaking_queue
+                         WHERE event_id = $1
+                           AND (status = 'processing' OR (status = 'pending' AND last_error IS NULL)))",
+    )
+    .bind(event)
+    .fetch_one(db)
+    .await
+    .context("checking the event's queue")
+}
+
+/// Rows of an event waiting out a retry after an error.
+pub async fn retrying(db: impl PgExecutor<'_>, event: Uuid) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM matchmaking_queue
+          WHERE event_id = $1 AND status = 'pending' AND last_error IS NOT NULL",
+    )
+    .bind(event)
+    .fetch_one(db)
+    .await
+    .context("counting rows waiting to retry")
+}
+
 /// Deletes done rows finished before `older_than` ago. Returns rows deleted.
 pub async fn prune_done(db: impl PgExecutor<'_>, older_than: Duration) -> Result<u64> {
     let r = sqlx::query(

@@ -43,6 +43,23 @@ pub struct Read {
     pub dirty: Vec<Uuid>,
 }
 
+/// The participant columns, made decodable whatever the application wrote:
+/// multi-dimensional text arrays and arrays not starting at index 1 are
+/// flattened (`unnest` reads every element in order); a multi-dimensional
+/// embedding is withheld and its number of dimensions reported instead, so
+/// one malformed row never fails the read of a whole event.
+const PARTICIPANT_COLUMNS: &str = "user_id, status, company, role,
+    CASE WHEN interests IS NULL OR (array_ndims(interests) = 1 AND array_lower(interests, 1) = 1)
+         THEN interests ELSE ARRAY(SELECT unnest(interests)) END AS interests,
+    CASE WHEN looking_for IS NULL OR (array_ndims(looking_for) = 1 AND array_lower(looking_for, 1) = 1)
+         THEN looking_for ELSE ARRAY(SELECT unnest(looking_for)) END AS looking_for,
+    CASE WHEN offering IS NULL OR (array_ndims(offering) = 1 AND array_lower(offering, 1) = 1)
+         THEN offering ELSE ARRAY(SELECT unnest(offering)) END AS offering,
+    CASE WHEN array_ndims(embedding) > 1 THEN NULL
+         WHEN array_lower(embedding, 1) <> 1 THEN ARRAY(SELECT unnest(embedding))
+         ELSE embedding END AS embedding,
+    coalesce(array_ndims(embedding), 1) AS embedding_ndims";
+
 #[derive(sqlx::FromRow)]
 struct PRow {
     user_id: Uuid,
@@ -53,6 +70,7 @@ struct PRow {
     looking_for: Option<Vec<Option<String>>>,
     offering: Option<Vec<Option<String>>>,
     embedding: Option<Vec<Option<f32>>>,
+    embedding_ndims: i32,
 }
 
 impl From<PRow> for ParticipantRow {
@@ -66,6 +84,7 @@ impl From<PRow> for ParticipantRow {
             looking_for: r.looking_for,
             offering: r.offering,
             embedding: r.embedding,
+            embedding_ndims: r.embedding_ndims,
         }
     }
 }
@@ -114,17 +133,18 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<&str>, cla
         return Ok(None);
     };
 
-    const COLUMNS: &str = "user_id, status, company, role, interests, looking_for, offering, embedding";
     let participants: Vec<PRow> = match since {
         None => {
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM event_participants WHERE event_id = $1"))
-                .bind(event)
-                .fetch_all(&mut *tx)
-                .await
+            sqlx::query_as(&format!(
+                "SELECT {PARTICIPANT_COLUMNS} FROM event_participants WHERE event_id = $1"
+            ))
+            .bind(event)
+            .fetch_all(&mut *tx)
+            .await
         }
         Some(snap) => {
             sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM event_participants
+                "SELECT {PARTICIPANT_COLUMNS} FROM event_participants
                   WHERE event_id = $1
                     AND change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
                     AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot)"

@@ -209,8 +209,9 @@ pub async fn load_event(pool: &PgPool, event: Uuid) -> Event {
         embedding_dimensions: dims.map(|d| d as usize),
     };
     let mut e = Event::new(settings, TagInterner::default());
-    #[allow(clippy::type_complexity)]
-    let rows: Vec<(
+    // Arrays are read flat (the oracle's own SQL): a multi-dimensional
+    // embedding is withheld and counted as malformed.
+    type Row = (
         Uuid,
         String,
         Option<String>,
@@ -218,15 +219,23 @@ pub async fn load_event(pool: &PgPool, event: Uuid) -> Event {
         Option<Vec<Option<String>>>,
         Option<Vec<Option<String>>>,
         Option<Vec<Option<f32>>>,
-    )> = sqlx::query_as(
-        "SELECT user_id, status, company, interests, looking_for, offering, embedding
-               FROM event_participants WHERE event_id = $1",
+        i32,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT user_id, status, company,
+                CASE WHEN interests IS NULL THEN NULL ELSE ARRAY(SELECT unnest(interests)) END,
+                CASE WHEN looking_for IS NULL THEN NULL ELSE ARRAY(SELECT unnest(looking_for)) END,
+                CASE WHEN offering IS NULL THEN NULL ELSE ARRAY(SELECT unnest(offering)) END,
+                CASE WHEN embedding IS NULL OR array_ndims(embedding) > 1 THEN NULL
+                     ELSE ARRAY(SELECT unnest(embedding)) END,
+                coalesce(array_ndims(embedding), 1)
+           FROM event_participants WHERE event_id = $1",
     )
     .bind(event)
     .fetch_all(pool)
     .await
     .expect("participants");
-    for (user_id, status, company, interests, looking_for, offering, embedding) in rows {
+    for (user_id, status, company, interests, looking_for, offering, embedding, embedding_ndims) in rows {
         let row = ParticipantRow {
             user_id,
             active: status == "active",
@@ -236,6 +245,7 @@ pub async fn load_event(pool: &PgPool, event: Uuid) -> Event {
             looking_for,
             offering,
             embedding,
+            embedding_ndims,
         };
         let p = Participant::from_row(&row, dims.map(|d| d as usize), &mut e.tags);
         e.upsert(p);
