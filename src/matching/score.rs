@@ -138,8 +138,11 @@ pub struct HybridTerms {
     pub score: f32,
 }
 
+/// hybrid-v1's weight of the interest overlap `I`.
 pub const W_INTERESTS: f64 = 0.45;
+/// hybrid-v1's weight of complementarity `C`.
 pub const W_COMPLEMENT: f64 = 0.45;
+/// hybrid-v1's weight of embedding similarity `E`.
 pub const W_EMBEDDING: f64 = 0.10;
 
 /// hybrid-v1. Every term is computed from integer counts or from the

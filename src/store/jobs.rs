@@ -30,8 +30,8 @@ pub async fn record_batch(
                 status = 'running', completed_at = NULL",
     )
     .bind(event)
-    .bind(i32::try_from(processed).unwrap_or(i32::MAX))
-    .bind(i32::try_from(failed).unwrap_or(i32::MAX))
+    .bind(saturate(processed))
+    .bind(saturate(failed))
     .bind(last_error)
     .execute(&mut **tx)
     .await
@@ -66,6 +66,7 @@ pub struct Job {
     pub input_fingerprint: Option<String>,
 }
 
+/// The job row of an event, if it has one.
 pub async fn get(db: impl PgExecutor<'_>, event: Uuid) -> Result<Option<Job>> {
     sqlx::query_as::<_, Job>("SELECT * FROM matchmaking_jobs WHERE event_id = $1")
         .bind(event)
@@ -94,12 +95,17 @@ pub async fn reset(db: impl PgExecutor<'_>, event: Uuid, enqueued: i64, fingerpr
                 input_fingerprint = EXCLUDED.input_fingerprint",
     )
     .bind(event)
-    .bind(i32::try_from(enqueued).unwrap_or(i32::MAX))
+    .bind(saturate(enqueued))
     .bind(fingerprint)
     .execute(db)
     .await
     .context("resetting the job")?;
     Ok(())
+}
+
+/// A count for an `integer` column (saturating rather than wrapping).
+fn saturate(n: i64) -> i32 {
+    i32::try_from(n).unwrap_or(if n < 0 { 0 } else { i32::MAX })
 }
 
 /// Totals of one worker invocation.
@@ -112,6 +118,7 @@ pub struct RunTotals {
     pub released: i64,
 }
 
+/// Records the start of a worker invocation in the run history.
 pub async fn start_run(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -146,11 +153,11 @@ pub async fn update_run(
           WHERE id = $1",
     )
     .bind(id)
-    .bind(t.batches as i32)
-    .bind(t.claimed as i32)
-    .bind(t.processed as i32)
-    .bind(t.failed as i32)
-    .bind(t.released as i32)
+    .bind(saturate(t.batches))
+    .bind(saturate(t.claimed))
+    .bind(saturate(t.processed))
+    .bind(saturate(t.failed))
+    .bind(saturate(t.released))
     .bind(stop_reason)
     .bind(error)
     .execute(db)
