@@ -170,6 +170,15 @@ async fn admin_start_is_a_no_op_on_an_unchanged_completed_event(pool: PgPool) {
     let o = matchmaker(Some(&url), &["admin-start-matching", "--event", "conf"]);
     assert!(stdout(&o).contains("enqueued 40"), "{}", stdout(&o));
 
+    // Interrupted before it drained: running it again resumes, not restarts.
+    let o = matchmaker(Some(&url), &["admin-start-matching", "--event", "conf"]);
+    assert!(
+        stdout(&o).contains("resuming it rather than starting over"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(open_rows(&pool).await, 40);
+
     let o = matchmaker(Some(&url), &["status", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let status: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json prints JSON");
