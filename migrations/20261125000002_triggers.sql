@@ -138,9 +138,11 @@ BEGIN
     ELSIF OLD.status = 'left' AND NEW.status = 'active' THEN
         PERFORM matchmaker_enqueue(NEW.event_id, ARRAY[NEW.user_id], 'joined', 3::smallint);
     ELSIF NEW.status = 'active'
-          AND (OLD.company, OLD.role, OLD.interests, OLD.looking_for, OLD.offering, OLD.bio, OLD.embedding)
+          -- Only the fields scores depend on (display_name, role and bio do
+          -- not, so editing them costs nothing).
+          AND (OLD.company, OLD.interests, OLD.looking_for, OLD.offering, OLD.embedding)
               IS DISTINCT FROM
-              (NEW.company, NEW.role, NEW.interests, NEW.looking_for, NEW.offering, NEW.bio, NEW.embedding)
+              (NEW.company, NEW.interests, NEW.looking_for, NEW.offering, NEW.embedding)
     THEN
         PERFORM matchmaker_enqueue(NEW.event_id, ARRAY[NEW.user_id], 'profile_updated', 2::smallint);
     END IF;

@@ -65,7 +65,7 @@ impl DbArgs {
     }
 }
 
-/// How a worker claims and retries (shared by `run` and `admin-start-matching --wait`).
+/// How a worker claims and retries (shared by `run`, `daemon` and `admin-start-matching --wait`).
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
     /// Queue rows claimed per batch.
@@ -85,7 +85,7 @@ pub struct WorkerArgs {
     /// Longest retry delay.
     #[arg(long, env = "MATCHMAKER_RETRY_MAX", default_value = "10m", value_parser = parse_duration_nonzero)]
     pub retry_max: Duration,
-    /// Delete done queue rows older than this.
+    /// Delete done queue rows (up to 10,000 per run) and run history older than this.
     #[arg(long, env = "MATCHMAKER_RETAIN_DONE", default_value = "7days", value_parser = parse_duration)]
     pub retain_done: Duration,
     /// Fault injection for tests and drills: sleep this long before scoring each attendee.

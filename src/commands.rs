@@ -44,7 +44,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
 /// Whether an error says a table or function of ours does not exist.
 pub fn missing_schema(e: &anyhow::Error) -> bool {
     e.chain().any(|c| match c.downcast_ref::<sqlx::Error>() {
-        Some(sqlx::Error::Database(d)) => matches!(d.code().as_deref(), Some("42P01" | "42883")),
+        Some(sqlx::Error::Database(d)) => matches!(d.code().as_deref(), Some("42P01" | "42883" | "42703")),
         _ => false,
     })
 }

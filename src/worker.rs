@@ -379,21 +379,23 @@ impl Worker {
         let conflict = queue::is_lock_conflict(&e);
         warn!(event.id = %event, error = %msg, lock_conflict = conflict, "batch failed; its rows go back to the queue");
         let attempt = async {
-            let mut conn = self.pool.acquire().await?;
-            let ids = queue::held_by(&mut *conn, &self.worker_id).await?;
+            let mut tx = self.pool.begin().await?;
+            let ids = queue::held_by(&mut *tx, &self.worker_id).await?;
             let errors = vec![msg.clone(); ids.len()];
             let how = if conflict {
                 GiveBack::Release
             } else {
                 GiveBack::Retry(&errors, self.opts.retry)
             };
-            queue::give_back(&mut conn, &ids, &self.worker_id, how).await
+            let back = queue::give_back(&mut tx, &ids, &self.worker_id, how).await?;
+            // Failed rows count on the job, which may now be complete.
+            jobs::record_batch(&mut tx, event, 0, back.failed as i64, Some(&msg)).await?;
+            tx.commit().await?;
+            anyhow::Ok(back)
         };
         match attempt.await {
             Ok(r) => self.totals.failed += r.failed as i64,
-            Err(e) => {
-                warn!(error = %error_chain(&e), "could not hand rows back; they return when their lease expires")
-            }
+            Err(e) => warn!(error = %error_chain(&e), "could not hand rows back; they return when their lease expires"),
         }
     }
 
@@ -757,8 +759,6 @@ mod tests {
         ClaimedRow {
             id,
             user_id: Uuid::from_u128(id as u128),
-            reason: "joined".into(),
-            priority: 3,
             attempts,
         }
     }

@@ -1,4 +1,4 @@
-//! The exactness property (SPEC §4.1): random joins, profile edits, leaves,
+//! The exactness property (the product's first promise): random joins, profile edits, leaves,
 //! rejoins, deletes, exclusions, same-company collisions and settings changes
 //! land while several workers drain the queue at once: in-process workers
 //! and separate OS processes of the built binary, some of them SIGKILLed

@@ -113,10 +113,9 @@ async fn an_expired_lease_is_taken_over_and_never_completed_twice(pool: PgPool) 
     );
     tx.rollback().await.unwrap();
     // Nor can the slow worker hand the rows back.
-    let r = queue::give_back(&mut slow, &ids, "slow", GiveBack::Release)
+    queue::give_back(&mut slow, &ids, "slow", GiveBack::Release)
         .await
         .unwrap();
-    assert_eq!(r.failed, 0);
     let processing: i64 =
         sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue WHERE status = 'processing' AND locked_by = 'fast'")
             .fetch_one(&pool)

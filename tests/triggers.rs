@@ -52,7 +52,7 @@ async fn joins_and_edits_enqueue_one_row_with_the_highest_priority(pool: PgPool)
     assert_eq!(pending(&pool).await, vec![(p.user_id, "joined".into(), 3)]);
     clear_queue(&pool).await;
     // A change that does not affect scores enqueues nothing.
-    sqlx::query("UPDATE event_participants SET display_name = 'New Name'")
+    sqlx::query("UPDATE event_participants SET display_name = 'New Name', role = 'CTO', bio = 'Hi'")
         .execute(&pool)
         .await
         .unwrap();

@@ -47,7 +47,8 @@ fn parse_schedule(s: &str) -> Result<String, String> {
     let fields = s.split_whitespace().count();
     if !(6..=7).contains(&fields) {
         return Err(format!(
-            "{s:?} has {fields} fields; write six, seconds first (UTC), e.g. \"0 * * * * *\" for every minute"
+            "{s:?} has {fields} fields; write six (seconds first, UTC; an optional seventh is the year), \
+             e.g. \"0 * * * * *\" for every minute"
         ));
     }
     Job::new_async(s, |_, _| Box::pin(async {}))
@@ -72,12 +73,7 @@ pub async fn run(args: Args) -> Result<()> {
             let _ = tick.try_send(());
         })
     })
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "invalid --schedule {:?}: {e} (six fields, seconds first, e.g. \"0 * * * * *\")",
-            args.schedule
-        )
-    })?;
+    .context("scheduling the drain")?;
     let mut scheduler = JobScheduler::new().await.context("starting the scheduler")?;
     scheduler.add(job).await.context("scheduling the drain")?;
 

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, env = "MATCHMAKER_JSON", value_parser = clap::builder::BoolishValueParser::new())]
     pub json: bool,
     /// How many failed and waiting rows to list.
-    #[arg(long, env = "MATCHMAKER_STATUS_LIMIT", default_value_t = 10)]
+    #[arg(long, env = "MATCHMAKER_STATUS_LIMIT", default_value_t = 10, value_parser = clap::value_parser!(i64).range(0..=10_000))]
     pub limit: i64,
 }
 
@@ -62,6 +62,7 @@ pub struct RowProblem {
     pub display_name: Option<String>,
     pub attempts: i32,
     pub last_error: Option<String>,
+    /// When it failed (failed rows) or when it is tried next (retrying rows).
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -96,6 +97,7 @@ pub struct Run {
     pub processed: i32,
     pub failed: i32,
     pub stop_reason: Option<String>,
+    pub error: Option<String>,
 }
 
 /// Reads the whole status, optionally for one event.
@@ -191,7 +193,7 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .await
     .context("reading job progress")?;
     let runs = sqlx::query_as::<_, Run>(
-        "SELECT id, worker_id, command, started_at, finished_at, claimed, processed, failed, stop_reason
+        "SELECT id, worker_id, command, started_at, finished_at, claimed, processed, failed, stop_reason, error
            FROM matchmaking_runs WHERE ($1::uuid IS NULL OR event_id = $1 OR event_id IS NULL)
           ORDER BY started_at DESC LIMIT 5",
     )
@@ -341,7 +343,11 @@ pub fn render(s: &Status) -> String {
             r.claimed,
             r.processed,
             r.failed,
-            r.stop_reason.as_deref().unwrap_or("running (or killed)")
+            match (r.stop_reason.as_deref(), r.error.as_deref()) {
+                (Some("error"), Some(e)) => format!("error: {e}"),
+                (Some(reason), _) => reason.to_string(),
+                (None, _) => "running (or killed)".to_string(),
+            }
         );
     }
     o

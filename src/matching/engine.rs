@@ -7,7 +7,7 @@
 //! is pending or being processed. The invariant is: every list is the exact
 //! top-K of its owner under the current data, for some values of its dirty
 //! pairs. When the queue holds no pending or processing rows, no pair is
-//! dirty, so every list is exact (SPEC §4.1).
+//! dirty, so every list is exact (the product's exactness property).
 //!
 //! Every change to the data enqueues the attendee whose pairs it changes, in
 //! the same transaction, so the change only touches dirty pairs. `repair(u)`
@@ -98,11 +98,6 @@ impl Event {
         self.exclusions.insert((a, b));
     }
 
-    /// Forgets every exclusion (before a full reload).
-    pub fn clear_exclusions(&mut self) {
-        self.exclusions.clear();
-    }
-
     pub fn participant_count(&self) -> usize {
         self.participants.len()
     }
@@ -169,10 +164,16 @@ impl Event {
         let (Ok(Algorithm::CosineV1), Embedding::Valid(mine)) = (&self.settings.algorithm, &p.embedding) else {
             return None;
         };
-        let other = self.participants.iter().find_map(|o| match &o.embedding {
-            Embedding::Valid(v) if o.user_id != p.user_id && o.active && v.len() != mine.len() => Some(v.len()),
-            _ => None,
-        })?;
+        let others = || {
+            self.participants.iter().filter_map(|o| match &o.embedding {
+                Embedding::Valid(v) if o.user_id != p.user_id && o.active => Some(v.len()),
+                _ => None,
+            })
+        };
+        if others().any(|len| len == mine.len()) {
+            return None;
+        }
+        let other = others().next()?;
         Some(format!(
             "embedding has {} dimensions but other attendees' have {other}: comparable with no one",
             mine.len()

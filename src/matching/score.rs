@@ -313,9 +313,10 @@ mod tests {
         // Strangers score 0 and rank below any real overlap.
         let stranger = person(&mut t, 3, &["knitting"], &[], &[], None);
         assert_eq!(hybrid(&a, &stranger).score, 0.0);
-        // An attendee with nothing at all is still comparable.
+        // Attendees with nothing at all are still comparable (score 0).
         let empty = person(&mut t, 4, &[], &[], &[], None);
-        assert_eq!(hybrid(&empty, &empty.clone()).score, 0.0);
+        let blank = person(&mut t, 5, &[], &[], &[], None);
+        assert_eq!(Algorithm::HybridV1.score(&empty, &blank), Some(0.0));
     }
 
     #[test]

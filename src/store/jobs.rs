@@ -23,8 +23,8 @@ pub async fn record_batch(
         "INSERT INTO matchmaking_jobs AS j (event_id, status, processed, failed, heartbeat_at, last_error)
          VALUES ($1, 'running', $2, $3, now(), $4)
          ON CONFLICT (event_id) DO UPDATE
-            SET processed = j.processed + EXCLUDED.processed,
-                failed = j.failed + EXCLUDED.failed,
+            SET processed = least(j.processed::bigint + EXCLUDED.processed, 2147483647)::integer,
+                failed = least(j.failed::bigint + EXCLUDED.failed, 2147483647)::integer,
                 heartbeat_at = now(),
                 last_error = coalesce(EXCLUDED.last_error, j.last_error),
                 status = 'running', completed_at = NULL",

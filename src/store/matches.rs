@@ -27,10 +27,6 @@ pub struct Diff {
 }
 
 impl Diff {
-    pub fn is_empty(&self) -> bool {
-        self.delete.is_empty() && self.upsert.is_empty() && self.rerank.is_empty()
-    }
-
     /// Rows written (deleted, inserted or updated).
     pub fn rows(&self) -> usize {
         self.delete.len() + self.upsert.len() + self.rerank.len()

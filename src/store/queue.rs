@@ -14,8 +14,6 @@ const LOCK_NOT_AVAILABLE: &str = "55P03";
 pub struct ClaimedRow {
     pub id: i64,
     pub user_id: Uuid,
-    pub reason: String,
-    pub priority: i16,
     /// Attempts including this one.
     pub attempts: i32,
 }
@@ -33,7 +31,7 @@ pub async fn next_event(db: impl PgExecutor<'_>, only: Option<Uuid>, skip: &[Uui
                  AND ($1::uuid IS NULL OR event_id = $1) AND event_id <> ALL($2)
                ORDER BY priority DESC, available_at LIMIT 64)
              UNION ALL
-             (SELECT event_id, 0::smallint FROM matchmaking_queue
+             (SELECT event_id, priority FROM matchmaking_queue
                WHERE status = 'processing' AND locked_until < now()
                  AND ($1::uuid IS NULL OR event_id = $1) AND event_id <> ALL($2)
                LIMIT 64)
@@ -69,7 +67,7 @@ pub async fn unlock_event(conn: &mut PgConnection, event: Uuid) -> Result<()> {
         .fetch_one(conn)
         .await
         .context("releasing the event lock")?;
-    anyhow::ensure!(released, "the event lock was not held");
+    anyhow::ensure!(released, "the lock of event {event} was not held");
     Ok(())
 }
 
@@ -101,7 +99,7 @@ pub async fn claim(
             SET status = 'processing', attempts = q.attempts + 1, locked_by = $3,
                 locked_until = now() + make_interval(secs => $4), claimed_at = now()
            FROM picked WHERE q.id = picked.id
-         RETURNING q.id, q.user_id, q.reason, q.priority, q.attempts",
+         RETURNING q.id, q.user_id, q.attempts",
     )
     .bind(event)
     .bind(n)
@@ -134,8 +132,11 @@ pub async fn complete(tx: &mut Transaction<'_, Postgres>, ids: &[i64], worker: &
 /// How a claimed row that is not done goes back.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
+    /// Attempts before a row ends `failed`.
     pub max_attempts: i32,
+    /// Delay after the first failed attempt; doubles with each attempt.
     pub base: Duration,
+    /// Longest delay (applied before the ±50% jitter).
     pub cap: Duration,
 }
 
@@ -185,27 +186,29 @@ pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: 
             .context("opening a savepoint")?;
         let result = sqlx::query_scalar::<_, i64>(
             "WITH mine AS (
-                 -- Two claimed rows of one attendee (a reclaimed lease and a
-                 -- newer change): only the newest may become pending.
                  SELECT q.id, e.err,
-                        row_number() OVER (PARTITION BY q.event_id, q.user_id ORDER BY q.id DESC) AS nth
+                        CASE
+                            WHEN NOT $3 AND q.attempts >= $5 THEN 'failed'
+                            -- Two claimed rows of one attendee (a reclaimed lease
+                            -- and a newer change): only the newest may be pending.
+                            WHEN row_number() OVER (PARTITION BY q.event_id, q.user_id ORDER BY q.id DESC) > 1
+                              OR EXISTS (SELECT 1 FROM matchmaking_queue s
+                                          WHERE s.event_id = q.event_id AND s.user_id = q.user_id
+                                            AND s.status = 'pending') THEN 'done'
+                            ELSE 'pending'
+                        END AS next
                    FROM matchmaking_queue q
                    JOIN unnest($1::bigint[], $4::text[]) AS e(id, err) ON q.id = e.id
                   WHERE q.status = 'processing' AND q.locked_by = $2),
              upd AS (
                  UPDATE matchmaking_queue q SET
-                     status = CASE
-                         WHEN NOT $3 AND q.attempts >= $5 THEN 'failed'
-                         WHEN m.nth > 1 OR EXISTS (SELECT 1 FROM matchmaking_queue s
-                                       WHERE s.event_id = q.event_id AND s.user_id = q.user_id
-                                         AND s.status = 'pending') THEN 'done'
-                         ELSE 'pending' END,
+                     status = m.next,
                      attempts = CASE WHEN $3 THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,
                      available_at = CASE WHEN $3 THEN now() ELSE now() + make_interval(secs =>
                          least($7, $6 * power(2, greatest(q.attempts - 1, 0))) * (0.5 + random() / 2)) END,
                      last_error = CASE WHEN $3 THEN q.last_error ELSE m.err END,
                      locked_until = NULL, locked_by = NULL,
-                     finished_at = CASE WHEN NOT $3 AND q.attempts >= $5 THEN now() END
+                     finished_at = CASE WHEN m.next IN ('done', 'failed') THEN now() END
                    FROM mine m
                   WHERE q.id = m.id
                  RETURNING q.status)
@@ -334,8 +337,10 @@ pub async fn retrying(db: impl PgExecutor<'_>, event: Uuid) -> Result<i64> {
     .context("counting rows waiting to retry")
 }
 
-/// Deletes done rows finished before `older_than` ago. Returns rows deleted.
-pub async fn prune_done(db: impl PgExecutor<'_>, older_than: Duration) -> Result<u64> {
+/// Deletes done rows (at most 10,000 per call, so a run never stalls on a
+/// backlog) and run-history rows finished before `older_than` ago. Returns
+/// queue rows deleted.
+pub async fn prune_done(db: impl PgExecutor<'_> + Copy, older_than: Duration) -> Result<u64> {
     let r = sqlx::query(
         "DELETE FROM matchmaking_queue WHERE id IN (
              SELECT id FROM matchmaking_queue
@@ -346,5 +351,10 @@ pub async fn prune_done(db: impl PgExecutor<'_>, older_than: Duration) -> Result
     .execute(db)
     .await
     .context("pruning done rows")?;
+    sqlx::query("DELETE FROM matchmaking_runs WHERE finished_at < now() - make_interval(secs => $1)")
+        .bind(older_than.as_secs_f64())
+        .execute(db)
+        .await
+        .context("pruning the run history")?;
     Ok(r.rows_affected())
 }
