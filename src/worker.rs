@@ -155,6 +155,29 @@ struct Worker {
     last_progress_log: Instant,
 }
 
+/// What a long-running process keeps between runs: its worker id and the
+/// event snapshots (refreshed by deltas, so a daemon woken by one join does
+/// not reload the whole event).
+pub struct Session {
+    worker_id: String,
+    cache: HashMap<Uuid, CachedEvent>,
+}
+
+impl Session {
+    pub fn new() -> Self {
+        Self {
+            worker_id: worker_id(),
+            cache: HashMap::new(),
+        }
+    }
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A worker id that tells an operator where the process runs.
 pub fn worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -174,13 +197,24 @@ pub async fn run(
     opts: WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<RunSummary> {
+    run_in(&mut Session::new(), pool, connect, opts, shutdown).await
+}
+
+/// [`run`] within a [`Session`] that outlives it (the daemon's drains).
+pub async fn run_in(
+    session: &mut Session,
+    pool: &PgPool,
+    connect: &PgConnectOptions,
+    opts: WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<RunSummary> {
     let started = Instant::now();
     let mut w = Worker {
         pool: pool.clone(),
         connect: connect.clone(),
-        worker_id: worker_id(),
+        worker_id: session.worker_id.clone(),
         run_id: Uuid::new_v4(),
-        cache: HashMap::new(),
+        cache: std::mem::take(&mut session.cache),
         lock_conn: None,
         totals: RunTotals::default(),
         shutdown,
@@ -214,6 +248,11 @@ pub async fn run(
     // a write short) goes back at once, found by worker id in the database.
     w.lock_conn = None;
     w.totals.released += release_held(&w.pool, &w.worker_id).await as i64;
+    // The snapshots stay valid (the next run refreshes them by delta) unless
+    // the run failed half-way.
+    if outcome.is_ok() {
+        session.cache = std::mem::take(&mut w.cache);
+    }
     let (reason, error) = match &outcome {
         Ok(r) => (r.as_str(), None),
         Err(e) => ("error", Some(error_chain(e))),

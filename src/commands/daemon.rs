@@ -116,21 +116,29 @@ pub async fn run(args: Args) -> Result<()> {
     let mut opts = args.worker.options("daemon");
     opts.max_runtime = Some(args.max_runtime);
     opts.event = event;
-    let mut drain: Option<JoinHandle<Result<RunSummary>>> = None;
+    // One session across drains: event snapshots are refreshed by delta.
+    let mut session = Some(worker::Session::new());
+    let mut drain: Option<JoinHandle<(worker::Session, Result<RunSummary>)>> = None;
     let mut wanted = true;
     loop {
         if wanted && drain.is_none() && !shutdown.is_cancelled() {
             wanted = false;
             let (pool, connect, opts, stop) = (pool.clone(), connect.clone(), opts.clone(), shutdown.clone());
-            drain = Some(tokio::spawn(
-                async move { worker::run(&pool, &connect, opts, stop).await },
-            ));
+            let mut s = session.take().unwrap_or_default();
+            drain = Some(tokio::spawn(async move {
+                let r = worker::run_in(&mut s, &pool, &connect, opts, stop).await;
+                (s, r)
+            }));
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(()) = wake_rx.recv() => wanted = true,
             done = async { drain.as_mut().expect("guarded by the select condition").await }, if drain.is_some() => {
                 drain = None;
+                let done = done.map(|(s, r)| {
+                    session = Some(s);
+                    r
+                });
                 match done {
                     Ok(Ok(s)) if s.stop_reason == StopReason::Deadline => wanted = true,
                     Ok(Ok(_)) => {}
@@ -148,8 +156,8 @@ pub async fn run(args: Args) -> Result<()> {
     info!("shutting down: waiting for the current batch");
     if let Some(d) = drain {
         match d.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %error_chain(&e), "last drain failed"),
+            Ok((_, Ok(_))) => {}
+            Ok((_, Err(e))) => warn!(error = %error_chain(&e), "last drain failed"),
             Err(e) => warn!(error = %e, "last drain panicked"),
         }
     }
