@@ -19,8 +19,9 @@
 //!   [`crate::matching::engine`] for the invariant).
 //! - **Crashes.** Matches and the completion of their queue rows commit in
 //!   one transaction. A worker killed before that commit leaves its rows
-//!   `processing`; the lease expires and another worker claims them again.
-//!   Its lock dies with its connection.
+//!   `processing`; its lock dies with its connection, and the next batch of
+//!   the event takes the rows over at once (see `queue::claim`). A stalled
+//!   worker loses its session after `--lease` of idleness.
 //! - **Deadline.** Claims stop when the remaining time is too short for a
 //!   batch; scoring stops between attendees at the deadline, the finished
 //!   ones are written and the unstarted ones go back to pending with their
@@ -294,11 +295,11 @@ async fn release_held(pool: &PgPool, worker: &str) -> u64 {
             n
         }
         Ok(Err(e)) => {
-            warn!(error = %error_chain(&e), "could not release rows; they return when their lease expires");
+            warn!(error = %error_chain(&e), "could not release rows; the next batch of their event takes them over");
             0
         }
         Err(_) => {
-            warn!("releasing rows timed out; they return when their lease expires");
+            warn!("releasing rows timed out; the next batch of their event takes them over");
             0
         }
     }
@@ -380,7 +381,13 @@ impl Worker {
 
     async fn lock_conn(&mut self) -> Result<&mut PgConnection> {
         if self.lock_conn.is_none() {
-            let conn = PgConnection::connect_with(&self.connect)
+            // A worker that stalls (SIGSTOP, a frozen VM) without its socket
+            // closing must not hold an event lock forever: the server ends a
+            // session idle for longer than the lease, releasing the lock, and
+            // the next worker takes the rows over (see `queue::claim`).
+            let idle = self.opts.lease.max(Duration::from_secs(1)).as_millis().to_string();
+            let opts = self.connect.clone().options([("idle_session_timeout", idle)]);
+            let conn = PgConnection::connect_with(&opts)
                 .await
                 .context("opening the worker's lock connection")?;
             self.lock_conn = Some(conn);
@@ -434,7 +441,9 @@ impl Worker {
         };
         match attempt.await {
             Ok(r) => self.totals.failed += r.failed as i64,
-            Err(e) => warn!(error = %error_chain(&e), "could not hand rows back; they return when their lease expires"),
+            Err(e) => {
+                warn!(error = %error_chain(&e), "could not hand rows back; the next batch of their event takes them over")
+            }
         }
     }
 
@@ -596,7 +605,7 @@ impl Worker {
 /// Extra attempts an overdue row gets, processed alone, before it is given up.
 const QUARANTINE_ATTEMPTS: i32 = 3;
 
-/// Rows past their attempts were claimed again because their lease expired:
+/// Rows past their attempts were claimed again after their worker lost them:
 /// their worker died or stalled. They are usually innocent (a killed
 /// deployment), so they are processed, but one at a time, so that a row that
 /// really kills workers takes no other row with it; and after

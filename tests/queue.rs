@@ -78,7 +78,7 @@ async fn concurrent_workers_process_every_row_exactly_once(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
-async fn an_expired_lease_is_taken_over_and_never_completed_twice(pool: PgPool) {
+async fn a_worker_that_lost_its_lock_is_taken_over_and_never_completes_twice(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     let ev = create_event(&pool, "lease", "hybrid-v1", 3).await;
     for _ in 0..5 {
@@ -88,32 +88,49 @@ async fn an_expired_lease_is_taken_over_and_never_completed_twice(pool: PgPool) 
     let mut slow = sqlx::PgConnection::connect_with(&connect).await.unwrap();
     let mut fast = sqlx::PgConnection::connect_with(&connect).await.unwrap();
 
-    let mine = queue::claim(&mut slow, ev, 10, "slow", Duration::from_millis(200))
+    assert!(queue::try_lock_event(&mut slow, ev).await.unwrap());
+    let mine = queue::claim(&mut slow, ev, 10, "slow", Duration::from_secs(120))
         .await
         .unwrap();
     assert_eq!(mine.len(), 5);
-    // While the lease is live nobody else can claim the rows.
-    assert!(queue::claim(&mut fast, ev, 10, "fast", Duration::from_secs(60))
+    // While the slow worker holds the event, nobody else can work on it.
+    assert!(!queue::try_lock_event(&mut fast, ev).await.unwrap());
+    // Its session ends (killed, cut off, or idle past idle_session_timeout)
+    // while the process itself lives on.
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut slow)
         .await
-        .unwrap()
-        .is_empty());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !queue::try_lock_event(&mut fast, ev).await.unwrap() {
+        assert!(started.elapsed() < Duration::from_secs(5), "the lock was not released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The rows are taken over at once, long before their 120 s lease ends.
     let theirs = queue::claim(&mut fast, ev, 10, "fast", Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(theirs.len(), 5, "an expired lease must be claimable");
+    assert_eq!(theirs.len(), 5, "orphaned rows must be claimable under the lock");
     assert!(theirs.iter().all(|r| r.attempts == 2));
 
+    // The slow worker wakes up: its write fails on its dead connection, and
+    // with a fresh one its completion and its give-back are refused.
     let ids: Vec<i64> = mine.iter().map(|r| r.id).collect();
-    let mut tx = slow.begin().await.unwrap();
+    assert!(slow.begin().await.is_err(), "the slow worker's session must be gone");
+    let mut again = sqlx::PgConnection::connect_with(&connect).await.unwrap();
+    let mut tx = again.begin().await.unwrap();
     assert_eq!(
         queue::complete(&mut tx, &ids, "slow").await.unwrap(),
         0,
-        "the slow worker lost its lease"
+        "the slow worker lost its rows"
     );
     tx.rollback().await.unwrap();
-    // Nor can the slow worker hand the rows back.
-    queue::give_back(&mut slow, &ids, "slow", GiveBack::Release)
+    queue::give_back(&mut again, &ids, "slow", GiveBack::Release)
         .await
         .unwrap();
     let processing: i64 =

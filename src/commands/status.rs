@@ -272,7 +272,7 @@ pub fn render(s: &Status) -> String {
     if s.expired_leases > 0 {
         let _ = writeln!(
             o,
-            "  {} rows with an expired lease (a worker died; the next run takes them over)",
+            "  {} rows with an expired lease (a worker died; the next batch of their event takes them over)",
             s.expired_leases
         );
     }

@@ -21,8 +21,9 @@ pub struct ClaimedRow {
 /// The next event with claimable work, best priority first, skipping the
 /// events in `skip` (their lock is held by another worker).
 ///
-/// Claimable: pending and due, or processing with an expired lease (its
-/// worker died). Read-only and lock-free; the claim re-checks everything.
+/// Claimable: pending and due, or processing (a batch in progress, whose
+/// event lock will then be busy, or rows left by a worker that lost its lock;
+/// see [`claim`]). Read-only and lock-free; the claim re-checks everything.
 pub async fn next_event(db: impl PgExecutor<'_>, only: Option<Uuid>, skip: &[Uuid]) -> Result<Option<Uuid>> {
     sqlx::query_scalar(
         "SELECT event_id FROM (
@@ -32,7 +33,7 @@ pub async fn next_event(db: impl PgExecutor<'_>, only: Option<Uuid>, skip: &[Uui
                ORDER BY priority DESC, available_at LIMIT 64)
              UNION ALL
              (SELECT event_id, priority FROM matchmaking_queue
-               WHERE status = 'processing' AND locked_until < now()
+               WHERE status = 'processing'
                  AND ($1::uuid IS NULL OR event_id = $1) AND event_id <> ALL($2)
                LIMIT 64)
          ) c
@@ -79,6 +80,16 @@ pub async fn unlock_event(conn: &mut PgConnection, event: Uuid) -> Result<()> {
 /// uncommitted application transaction: that row is left for a later batch,
 /// which will see the application's change. Attempts are counted here, so a
 /// worker killed mid-batch still spends one.
+///
+/// The caller holds the event's lock, and that is what makes taking over
+/// `processing` rows safe *before* their lease expires: every batch claims,
+/// writes and finishes its rows while it holds the lock, so a processing row
+/// seen under the lock belongs to no running batch. Its worker died (its
+/// session, and so its lock, ended), was cut off, or stalled past the lock
+/// connection's `idle_session_timeout`; if it ever wakes up, its write fails
+/// on its dead connection and its give-back is refused by the `locked_by`
+/// guard. So a killed worker's rows are reclaimed at once, not after the
+/// lease.
 pub async fn claim(
     conn: &mut PgConnection,
     event: Uuid,
@@ -90,8 +101,7 @@ pub async fn claim(
         "WITH picked AS (
              SELECT id FROM matchmaking_queue
               WHERE event_id = $1
-                AND ((status = 'pending' AND available_at <= now())
-                  OR (status = 'processing' AND locked_until < now()))
+                AND ((status = 'pending' AND available_at <= now()) OR status = 'processing')
               ORDER BY priority DESC, enqueued_at, id
               LIMIT $2
               FOR UPDATE SKIP LOCKED)
@@ -156,7 +166,7 @@ pub struct GaveBack {
     /// Rows that ended `failed`.
     pub failed: u64,
     /// Rows left `processing` because a concurrent transaction held a
-    /// conflicting lock past `lock_timeout`; their lease expiry returns them.
+    /// conflicting lock past `lock_timeout`; the next batch of their event takes them over.
     pub left_leased: u64,
 }
 
@@ -170,7 +180,7 @@ pub struct GaveBack {
 /// retried, and the retry sees the committed row. If the newer row's
 /// transaction is itself waiting for this worker (a trigger waiting for the
 /// event lock), the wait ends at `lock_timeout` and the rows are left to
-/// their lease rather than deadlock with the application.
+/// the next batch rather than deadlock with the application.
 pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: GiveBack<'_>) -> Result<GaveBack> {
     if ids.is_empty() {
         return Ok(GaveBack::default());
@@ -242,7 +252,7 @@ pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: 
                 sp.rollback().await.context("rolling back the savepoint")?;
                 tracing::warn!(
                     rows = ids.len(),
-                    "rows left to their lease: a concurrent enqueue holds a lock"
+                    "rows left for the next batch: a concurrent enqueue holds a lock"
                 );
                 return Ok(GaveBack {
                     failed: 0,
