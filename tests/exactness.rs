@@ -3,7 +3,8 @@
 //! land while several workers drain the queue at once: in-process workers
 //! and separate OS processes of the built binary, some of them SIGKILLed
 //! mid-run. Once the queue holds no pending or processing rows, every list
-//! must equal a brute-force recomputation of the event.
+//! must equal a brute-force recomputation of the event. A `matchmaker daemon`
+//! process works alongside and is SIGKILLed at the end of the churn.
 //!
 //! Seeds are random per run (printed, and in the failure message); set
 //! `EXACTNESS_SEED=S` to replay one, `EXACTNESS_SEEDS=N` for more.
@@ -111,6 +112,28 @@ async fn run_seed(pool: &PgPool, seed: u64) {
             }
         }));
     }
+
+    let daemon_before = daemon_processed(pool).await;
+    // A daemon too: it keeps its event snapshot across drains, woken by
+    // NOTIFY and every second by its schedule; SIGKILLed when the churn ends.
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+        .args([
+            "daemon",
+            "--schedule",
+            "* * * * * *",
+            "--lease",
+            "2s",
+            "--retry-base",
+            "20ms",
+        ])
+        .args(["--retry-max", "200ms", "--max-attempts", "3", "--batch-size", "7"])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn daemon");
 
     // The churn, concurrent with all of the above.
     let mut left: Vec<Uuid> = Vec::new();
@@ -235,6 +258,12 @@ async fn run_seed(pool: &PgPool, seed: u64) {
     }
 
     stop.cancel();
+    assert!(
+        daemon.try_wait().expect("try_wait").is_none(),
+        "seed {seed}: the daemon exited early"
+    );
+    daemon.kill().await.expect("SIGKILL daemon");
+    kills.fetch_add(1, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("worker task");
     }
@@ -250,6 +279,7 @@ async fn run_seed(pool: &PgPool, seed: u64) {
             .fetch_one(pool)
             .await
             .expect("count reclaimed");
+    let by_daemon = daemon_processed(pool).await - daemon_before;
     let rows = assert_exact(
         pool,
         event,
@@ -257,8 +287,18 @@ async fn run_seed(pool: &PgPool, seed: u64) {
     )
     .await;
     eprintln!(
-        "exactness: seed {seed} ok: {algorithm}, {} attendees, {rows} match rows, {} kills, {reclaimed} rows retried or reclaimed",
+        "exactness: seed {seed} ok: {algorithm}, {} attendees, {rows} match rows, {} kills, {reclaimed} rows retried or reclaimed, {} processed by the daemon",
         users.len(),
-        kills.load(Ordering::Relaxed)
+        kills.load(Ordering::Relaxed),
+        by_daemon
     );
+}
+
+/// Rows processed so far by daemon drains (all events of the database).
+async fn daemon_processed(pool: &PgPool) -> i64 {
+    sqlx::query_scalar::<_, Option<i64>>("SELECT sum(processed)::bigint FROM matchmaking_runs WHERE command = 'daemon'")
+        .fetch_one(pool)
+        .await
+        .expect("daemon runs")
+        .unwrap_or(0)
 }
