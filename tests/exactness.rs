@@ -159,72 +159,65 @@ async fn run_seed(pool: &PgPool, seed: u64) {
             }
             50..=59 => {
                 let u = pick(&mut rng, &users);
-                sqlx::query("UPDATE event_participants SET status = 'left' WHERE event_id = $1 AND user_id = $2")
-                    .bind(event)
-                    .bind(u)
-                    .execute(pool)
-                    .await
-                    .expect("leave");
+                change(
+                    pool,
+                    "UPDATE event_participants SET status = 'left' WHERE event_id = $1 AND user_id = $2",
+                    event,
+                    &[u],
+                )
+                .await;
                 left.push(u);
             }
             60..=64 if !left.is_empty() => {
                 let u = left.swap_remove(rng.gen_range(0..left.len()));
-                sqlx::query("UPDATE event_participants SET status = 'active' WHERE event_id = $1 AND user_id = $2")
-                    .bind(event)
-                    .bind(u)
-                    .execute(pool)
-                    .await
-                    .expect("rejoin");
+                change(
+                    pool,
+                    "UPDATE event_participants SET status = 'active' WHERE event_id = $1 AND user_id = $2",
+                    event,
+                    &[u],
+                )
+                .await;
             }
             65..=67 => {
                 let i = rng.gen_range(0..users.len());
                 let u = users.swap_remove(i);
-                sqlx::query("DELETE FROM event_participants WHERE event_id = $1 AND user_id = $2")
-                    .bind(event)
-                    .bind(u)
-                    .execute(pool)
-                    .await
-                    .expect("delete");
+                change(
+                    pool,
+                    "DELETE FROM event_participants WHERE event_id = $1 AND user_id = $2",
+                    event,
+                    &[u],
+                )
+                .await;
             }
             68..=82 => {
                 let (a, b) = (pick(&mut rng, &users), pick(&mut rng, &users));
                 if a != b {
-                    sqlx::query("INSERT INTO match_exclusions (event_id, user_id, excluded_user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                        .bind(event)
-                        .bind(a)
-                        .bind(b)
-                        .execute(pool)
-                        .await
-                        .expect("exclude");
+                    change(pool, "INSERT INTO match_exclusions (event_id, user_id, excluded_user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", event, &[a, b]).await;
                     excluded.push((a, b));
                 }
             }
             83..=87 if !excluded.is_empty() => {
                 let (a, b) = excluded.swap_remove(rng.gen_range(0..excluded.len()));
-                sqlx::query(
+                change(
+                    pool,
                     "DELETE FROM match_exclusions WHERE event_id = $1 AND user_id = $2 AND excluded_user_id = $3",
+                    event,
+                    &[a, b],
                 )
-                .bind(event)
-                .bind(a)
-                .bind(b)
-                .execute(pool)
-                .await
-                .expect("un-exclude");
+                .await;
             }
             88..=95 => {
                 // Same-company collision written with other case and spacing.
                 let (a, b) = (pick(&mut rng, &users), pick(&mut rng, &users));
-                sqlx::query(
+                change(
+                    pool,
                     "UPDATE event_participants SET company = upper(coalesce((SELECT company FROM event_participants
                         WHERE event_id = $1 AND user_id = $3), '')) || '  '
                       WHERE event_id = $1 AND user_id = $2",
+                    event,
+                    &[a, b],
                 )
-                .bind(event)
-                .bind(a)
-                .bind(b)
-                .execute(pool)
-                .await
-                .expect("company collision");
+                .await;
             }
             96..=97 => {
                 // Two edits in one transaction.
@@ -301,4 +294,13 @@ async fn daemon_processed(pool: &PgPool) -> i64 {
         .await
         .expect("daemon runs")
         .unwrap_or(0)
+}
+
+/// One application write of the churn: `$1` is the event, `$2`… the users.
+async fn change(pool: &PgPool, sql: &str, event: Uuid, users: &[Uuid]) {
+    let mut q = sqlx::query(sql).bind(event);
+    for u in users {
+        q = q.bind(*u);
+    }
+    q.execute(pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
