@@ -91,6 +91,10 @@ pub struct WorkerArgs {
     /// Fault injection for tests and drills: sleep this long before scoring each attendee.
     #[arg(long, env = "MATCHMAKER_FAULT_SCORE_DELAY", default_value = "0s", value_parser = parse_duration, hide = true)]
     pub fault_score_delay: Duration,
+    /// Benchmarks only: complete claimed rows without scoring or writing
+    /// matches, to measure the queue mechanics alone. Breaks exactness.
+    #[arg(long, env = "MATCHMAKER_BENCH_NULL_SCORER", hide = true)]
+    pub bench_null_scorer: bool,
 }
 
 /// Parses a duration of at least one second (deadlines, leases).

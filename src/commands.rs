@@ -70,6 +70,7 @@ impl WorkerArgs {
             },
             retain_done: self.retain_done,
             fault_score_delay: self.fault_score_delay,
+            null_scorer: self.bench_null_scorer,
             command,
             ..WorkerOptions::default()
         }
