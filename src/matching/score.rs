@@ -149,6 +149,13 @@ pub const W_EMBEDDING: f64 = 0.10;
 /// symmetric dot product, in an order that does not depend on which side is
 /// `a`, so the result is bit-for-bit symmetric.
 pub fn hybrid(a: &Participant, b: &Participant) -> HybridTerms {
+    hybrid_with_similarity(a, b, cosine(&a.embedding, &b.embedding))
+}
+
+/// [`hybrid`] given the cosine similarity of the two embeddings (`None` when
+/// they are not comparable), so that a batch can compute the similarities of
+/// many pairs at once as one matrix product.
+pub fn hybrid_with_similarity(a: &Participant, b: &Participant, e: Option<f32>) -> HybridTerms {
     let shared = overlap(&a.interests, &b.interests);
     let union = a.interests.len() + b.interests.len() - shared;
     let i = if union == 0 { 0.0 } else { shared as f64 / union as f64 };
@@ -162,7 +169,6 @@ pub fn hybrid(a: &Participant, b: &Participant) -> HybridTerms {
         (ab + ba) as f64 / wanted as f64
     };
 
-    let e = cosine(&a.embedding, &b.embedding);
     let e_term = e.map(|x| f64::from(x.max(0.0))).unwrap_or(0.0);
     let score = (W_INTERESTS * i + W_COMPLEMENT * c + W_EMBEDDING * e_term) as f32;
     HybridTerms {
