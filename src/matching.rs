@@ -9,14 +9,17 @@
 //!   unit-length embedding, company key) and the validation of raw rows.
 //! - [`score`]: the algorithms (`cosine-v1`, `hybrid-v1`) and the reasons.
 //! - [`topk`]: ranking order, top-K selection and the bump rule.
+//! - [`kernel`]: dot products, pair by pair or a batch against the event,
+//!   with the same bits either way.
 //! - [`engine`]: the [`Event`] and [`repair`], which keeps lists exact.
 
 pub mod engine;
+pub mod kernel;
 pub mod profile;
 pub mod score;
 pub mod topk;
 
-pub use engine::{repair, Event, EventSettings, Lists, RepairOutcome};
+pub use engine::{repair, repair_with_row, Event, EventSettings, Lists, RepairOutcome};
 pub use profile::{Participant, ParticipantRow, TagInterner};
 pub use score::Algorithm;
 pub use topk::Entry;

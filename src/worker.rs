@@ -730,6 +730,19 @@ fn score_batch(
     let mut out = Scored::default();
     let mut touched = BTreeSet::new();
     let mut repaired = HashSet::new();
+    // Every claimed attendee's scores against the event, in one kernel call.
+    let mut users: Vec<&Participant> = Vec::with_capacity(rows.len());
+    let mut row_of: HashMap<Uuid, usize> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        if let Some(p) = event.participant(r.user_id).filter(|p| event.matchable(p)) {
+            if !row_of.contains_key(&p.user_id) {
+                row_of.insert(p.user_id, users.len());
+                users.push(p);
+            }
+        }
+    }
+    let n = event.participant_count();
+    let score_rows = event.score_rows(&users);
     for row in rows {
         let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
         if late || stop.is_cancelled() {
@@ -742,7 +755,8 @@ fn score_batch(
         if !other_work.contains(&row.user_id) {
             dirty.remove(&row.user_id);
         }
-        let r = matching::repair(event, &mut lists, &dirty, row.user_id);
+        let precomputed = row_of.get(&row.user_id).map(|&i| &score_rows[i * n..(i + 1) * n]);
+        let r = matching::repair_with_row(event, &mut lists, &dirty, row.user_id, precomputed);
         out.full_recomputes += r.full_recomputes;
         touched.extend(r.touched);
         repaired.insert(row.user_id);

@@ -28,7 +28,8 @@
 //! every clean list that lost them is recomputed in full.
 
 use super::profile::{Embedding, Participant, TagInterner};
-use super::score::Algorithm;
+use super::kernel;
+use super::score::{self, Algorithm};
 use super::topk::{self, Entry, TopK};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -54,9 +55,24 @@ pub struct Event {
     pub settings: EventSettings,
     participants: Vec<Participant>,
     index: HashMap<Uuid, usize>,
+    /// Per participant: active and matchable under the algorithm.
+    matchable: Vec<bool>,
+    /// Per participant: the interned company key ([`NO_COMPANY`] when none).
+    company: Vec<u32>,
+    companies: HashMap<String, u32>,
     /// As stored in `match_exclusions` (user, excluded user); checked both ways.
     exclusions: HashSet<(Uuid, Uuid)>,
+    /// The same pairs by attendee, in both directions.
+    excluded: HashMap<Uuid, Vec<Uuid>>,
     pub tags: TagInterner,
+}
+
+/// The company id of an attendee without a company (never equal to any).
+const NO_COMPANY: u32 = u32::MAX;
+
+/// Score rows use NaN for "not an eligible pair" (real scores are never NaN).
+fn score_at(row: &[f32], i: usize) -> Option<f32> {
+    row.get(i).copied().filter(|s| !s.is_nan())
 }
 
 /// What repairing one attendee did.
@@ -77,25 +93,50 @@ impl Event {
             settings,
             participants: Vec::new(),
             index: HashMap::new(),
+            matchable: Vec::new(),
+            company: Vec::new(),
+            companies: HashMap::new(),
             exclusions: HashSet::new(),
+            excluded: HashMap::new(),
             tags,
         }
     }
 
     /// Adds or replaces a participant.
     pub fn upsert(&mut self, p: Participant) {
+        let matchable = self.matchable(&p);
+        let company = match &p.company_key {
+            Some(key) => match self.companies.get(key) {
+                Some(&id) => id,
+                None => {
+                    let id = u32::try_from(self.companies.len()).unwrap_or(NO_COMPANY - 1);
+                    self.companies.insert(key.clone(), id);
+                    id
+                }
+            },
+            None => NO_COMPANY,
+        };
         match self.index.get(&p.user_id) {
-            Some(&i) => self.participants[i] = p,
+            Some(&i) => {
+                self.participants[i] = p;
+                self.matchable[i] = matchable;
+                self.company[i] = company;
+            }
             None => {
                 self.index.insert(p.user_id, self.participants.len());
                 self.participants.push(p);
+                self.matchable.push(matchable);
+                self.company.push(company);
             }
         }
     }
 
     /// Records that `a` asked never to be matched with `b` (which works both ways).
     pub fn exclude(&mut self, a: Uuid, b: Uuid) {
-        self.exclusions.insert((a, b));
+        if self.exclusions.insert((a, b)) {
+            self.excluded.entry(a).or_default().push(b);
+            self.excluded.entry(b).or_default().push(a);
+        }
     }
 
     pub fn participant_count(&self) -> usize {
@@ -143,14 +184,111 @@ impl Event {
         alg.score(a, b)
     }
 
+    /// The scores of each of `users` against every participant, in
+    /// participant order: `rows[u * n + i]`, NaN where the pair is not
+    /// eligible. The embedding similarities of all pairs come from one call
+    /// of the blocked kernel (both cores), so scoring a batch costs one pass
+    /// over the event's vectors; the result equals [`Event::pair_score`] pair
+    /// by pair, bit for bit.
+    pub fn score_rows(&self, users: &[&Participant]) -> Vec<f32> {
+        let n = self.participants.len();
+        let mut out = vec![f32::NAN; users.len() * n];
+        let Ok(alg) = self.settings.algorithm else {
+            return out;
+        };
+        // Similarities, where both sides have a valid embedding of one length.
+        let cands: Vec<Option<&[f32]>> = self
+            .participants
+            .iter()
+            .zip(&self.matchable)
+            .map(|(p, &m)| match &p.embedding {
+                Embedding::Valid(v) if m => Some(&v[..]),
+                _ => None,
+            })
+            .collect();
+        let with_vec: Vec<(usize, &[f32])> = users
+            .iter()
+            .enumerate()
+            .filter_map(|(r, u)| match &u.embedding {
+                Embedding::Valid(v) if self.matchable(u) => Some((r, &v[..])),
+                _ => None,
+            })
+            .collect();
+        let mut sims = vec![f32::NAN; with_vec.len() * n];
+        let queries: Vec<&[f32]> = with_vec.iter().map(|(_, v)| *v).collect();
+        kernel::dots(&queries, &cands, &mut sims);
+        let mut sim_row: Vec<Option<&[f32]>> = vec![None; users.len()];
+        for (j, (r, _)) in with_vec.iter().enumerate() {
+            sim_row[*r] = Some(&sims[j * n..(j + 1) * n]);
+        }
+
+        // Eligibility and the algorithm's score, one row per thread.
+        let fill = |row: &mut [f32], u: &Participant, sim: Option<&[f32]>| {
+            if !self.matchable(u) {
+                return;
+            }
+            let my_company = u.company_key.as_ref().and_then(|k| self.companies.get(k).copied());
+            let same_company = |i: usize| {
+                self.settings.exclude_same_company && my_company.is_some_and(|c| self.company[i] == c)
+            };
+            for (i, other) in self.participants.iter().enumerate() {
+                if !self.matchable[i] || other.user_id == u.user_id || same_company(i) {
+                    continue;
+                }
+                let cos = sim.and_then(|s| score_at(s, i)).map(|c| c.clamp(-1.0, 1.0));
+                row[i] = match alg {
+                    Algorithm::CosineV1 => match cos {
+                        Some(c) => c,
+                        None => continue,
+                    },
+                    Algorithm::HybridV1 => score::hybrid_with_similarity(u, other, cos).score,
+                };
+            }
+            for x in self.excluded.get(&u.user_id).into_iter().flatten() {
+                if let Some(&i) = self.index.get(x) {
+                    row[i] = f32::NAN;
+                }
+            }
+        };
+        if n == 0 {
+            return out;
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(users.len());
+        if threads <= 1 || users.len() * n < 50_000 {
+            for (r, row) in out.chunks_mut(n).enumerate() {
+                fill(row, users[r], sim_row[r]);
+            }
+        } else {
+            let per = users.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                for (c, rows) in out.chunks_mut(per * n).enumerate() {
+                    let fill = &fill;
+                    let sim_row = &sim_row;
+                    s.spawn(move || {
+                        for (j, row) in rows.chunks_mut(n).enumerate() {
+                            let r = c * per + j;
+                            fill(row, users[r], sim_row[r]);
+                        }
+                    });
+                }
+            });
+        }
+        out
+    }
+
     /// The exact top-K of one participant, from scratch.
     pub fn top_k(&self, p: &Participant) -> Vec<Entry> {
-        let mut top = TopK::new(self.k());
         if !self.matchable(p) {
             return Vec::new();
         }
-        for other in &self.participants {
-            if let Some(s) = self.pair_score(p, other) {
+        self.top_k_of_row(&self.score_rows(&[p]))
+    }
+
+    /// The top-K of a row of [`Event::score_rows`].
+    pub fn top_k_of_row(&self, row: &[f32]) -> Vec<Entry> {
+        let mut top = TopK::new(self.k());
+        for (i, other) in self.participants.iter().enumerate() {
+            if let Some(s) = score_at(row, i) {
                 top.offer(Entry::new(other.user_id, s));
             }
         }
@@ -193,6 +331,18 @@ impl Event {
 /// holds the attendees that still have queue work of their own; their lists
 /// are left for that work.
 pub fn repair(event: &Event, lists: &mut Lists, dirty: &HashSet<Uuid>, user: Uuid) -> RepairOutcome {
+    repair_with_row(event, lists, dirty, user, None)
+}
+
+/// [`repair`] given the attendee's row of [`Event::score_rows`], when a batch
+/// scored it together with others.
+pub fn repair_with_row(
+    event: &Event,
+    lists: &mut Lists,
+    dirty: &HashSet<Uuid>,
+    user: Uuid,
+    row: Option<&[f32]>,
+) -> RepairOutcome {
     let mut out = RepairOutcome {
         touched: vec![user],
         ..Default::default()
@@ -234,9 +384,17 @@ pub fn repair(event: &Event, lists: &mut Lists, dirty: &HashSet<Uuid>, user: Uui
     };
 
     let k = event.k();
+    let computed;
+    let row = match row {
+        Some(r) => r,
+        None => {
+            computed = event.score_rows(&[me]);
+            &computed
+        }
+    };
     let mut own = TopK::new(k);
-    for other in event.participants() {
-        let Some(score) = event.pair_score(me, other) else {
+    for (i, other) in event.participants().iter().enumerate() {
+        let Some(score) = score_at(row, i) else {
             // Not eligible (any more): must not stay in their list.
             if other.user_id != user && !dirty.contains(&other.user_id) {
                 let holds = lists
@@ -299,8 +457,18 @@ fn set_list(lists: &mut Lists, user: Uuid, list: Vec<Entry>) {
 /// incremental path must always agree with.
 pub fn brute_force(event: &Event) -> Lists {
     let mut lists = Lists::new();
-    for p in event.participants() {
-        set_list(&mut lists, p.user_id, event.top_k(p));
+    let n = event.participants().len();
+    for chunk in event.participants().chunks(64) {
+        let users: Vec<&Participant> = chunk.iter().collect();
+        let rows = event.score_rows(&users);
+        for (p, row) in chunk.iter().zip(rows.chunks(n.max(1))) {
+            let list = if event.matchable(p) {
+                event.top_k_of_row(row)
+            } else {
+                Vec::new()
+            };
+            set_list(&mut lists, p.user_id, list);
+        }
     }
     lists
 }
@@ -343,6 +511,45 @@ mod tests {
                 .gen_bool(0.9)
                 .then(|| (0..4).map(|_| Some(rng.gen_range(-1.0f32..1.0))).collect()),
             ..Default::default()
+        }
+    }
+
+    /// The batch path (all pairs from one kernel call) and the pair-by-pair
+    /// reference agree bit for bit, exclusions and companies included.
+    #[test]
+    fn score_rows_equal_pair_scores() {
+        for seed in 0..6u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(500 + seed);
+            let alg = if seed % 2 == 0 {
+                Algorithm::HybridV1
+            } else {
+                Algorithm::CosineV1
+            };
+            let mut event = Event::new(settings(alg, 3), TagInterner::default());
+            for id in 1..=300 {
+                let mut row = random_row(&mut rng, id);
+                row.active = rng.gen_bool(0.9);
+                if rng.gen_bool(0.05) {
+                    row.embedding = Some(vec![Some(1.0), Some(2.0)]); // another length
+                }
+                let p = Participant::from_row(&row, None, &mut event.tags);
+                event.upsert(p);
+            }
+            for _ in 0..40 {
+                let (a, b) = (rng.gen_range(1..=300u128), rng.gen_range(1..=300u128));
+                if a != b {
+                    event.exclude(Uuid::from_u128(a), Uuid::from_u128(b));
+                }
+            }
+            let users: Vec<&Participant> = event.participants().iter().take(37).collect();
+            let rows = event.score_rows(&users);
+            let n = event.participants().len();
+            for (r, u) in users.iter().enumerate() {
+                for (i, v) in event.participants().iter().enumerate() {
+                    let got = score_at(&rows[r * n..(r + 1) * n], i).map(f32::to_bits);
+                    assert_eq!(got, event.pair_score(u, v).map(f32::to_bits), "seed {seed} {r} {i}");
+                }
+            }
         }
     }
 

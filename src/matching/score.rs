@@ -81,23 +81,10 @@ impl FromStr for Algorithm {
     }
 }
 
-/// Dot product with eight independent accumulators (vectorises well). The
-/// summation order depends only on the index, so `dot(a, b) == dot(b, a)`.
+/// The dot product of two vectors (see [`super::kernel`] for its exact,
+/// symmetric arithmetic).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for i in chunks * 8..n {
-        acc[i % 8] += a[i] * b[i];
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    super::kernel::dot(a, b)
 }
 
 /// Cosine similarity of two validated embeddings, clamped to [-1, 1].

@@ -1,0 +1,455 @@
+//! The similarity kernel: dot products of unit vectors, one at a time or many
+//! at once, with the same bits either way.
+//!
+//! Every dot product in the crate goes through this module, and every path
+//! computes it the same way: 16 lanes, lane `l` accumulating the products of
+//! the elements `i ≡ l (mod 16)` in index order with a fused multiply-add,
+//! then a fixed pairwise reduction of the lanes. So
+//!
+//! - `dot(a, b) == dot(b, a)` bit for bit (`fma(x, y, s) == fma(y, x, s)`),
+//!   which makes every score symmetric;
+//! - the blocked kernel ([`dots`]) that scores a batch against the whole
+//!   event returns exactly what [`dot`] returns pair by pair, so a list
+//!   computed in a batch and one recomputed alone agree to the last bit;
+//! - the result does not depend on the CPU: the AVX-512 and AVX2 paths and the
+//!   portable fallback perform the same operations in the same order (a fused
+//!   multiply-add rounds once on every machine), so workers on different
+//!   hardware write the same scores.
+//!
+//! The blocked kernel streams each candidate vector once per group of four
+//! queries, keeping the accumulators in registers; the batch is split across
+//! the available cores by candidate range.
+
+use std::sync::OnceLock;
+
+/// Accumulator lanes (one AVX-512 register, two AVX2 registers).
+const LANES: usize = 16;
+/// Queries scored per pass over a candidate.
+const GROUP: usize = 4;
+
+#[inline(always)]
+fn reduce(acc: &[f32; LANES]) -> f32 {
+    let mut s8 = [0f32; 8];
+    for i in 0..8 {
+        s8[i] = acc[i] + acc[i + 8];
+    }
+    let mut s4 = [0f32; 4];
+    for i in 0..4 {
+        s4[i] = s8[i] + s8[i + 4];
+    }
+    (s4[0] + s4[2]) + (s4[1] + s4[3])
+}
+
+/// `Q` dot products of `qs[j]` with `c`, all of length `c.len()`.
+#[inline(always)]
+fn dot_group<const Q: usize>(qs: [&[f32]; Q], c: &[f32]) -> [f32; Q] {
+    let n = c.len();
+    let qs = qs.map(|q| &q[..n]);
+    let mut acc = [[0f32; LANES]; Q];
+    let full = n - n % LANES;
+    let mut i = 0;
+    while i < full {
+        let cc = &c[i..i + LANES];
+        for q in 0..Q {
+            let qq = &qs[q][i..i + LANES];
+            for l in 0..LANES {
+                acc[q][l] = qq[l].mul_add(cc[l], acc[q][l]);
+            }
+        }
+        i += LANES;
+    }
+    for (l, j) in (full..n).enumerate() {
+        for q in 0..Q {
+            acc[q][l] = qs[q][j].mul_add(c[j], acc[q][l]);
+        }
+    }
+    let mut out = [0f32; Q];
+    for q in 0..Q {
+        out[q] = reduce(&acc[q]);
+    }
+    out
+}
+
+/// Scores every query against the candidates `cands[k]` (`None` = no
+/// comparable vector; `out` keeps its value there). `out` is row-major with
+/// row length `stride`: `out[q * stride + k]`. Every query and candidate has
+/// the same length. Candidates are taken in tiles that stay in the L2 cache
+/// while every group of queries passes over them.
+#[inline(always)]
+fn block(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+    let len = queries.first().map_or(1, |q| q.len()).max(1);
+    let tile = (TILE_BYTES / (len * 4)).clamp(8, 4096);
+    for t0 in (0..cands.len()).step_by(tile) {
+        let t1 = (t0 + tile).min(cands.len());
+        let mut q0 = 0;
+        while q0 < queries.len() {
+            let rest = queries.len() - q0;
+            for (k, c) in cands[t0..t1].iter().enumerate() {
+                let Some(c) = c else { continue };
+                if c.len() != len {
+                    continue;
+                }
+                let col = t0 + k;
+                if rest >= GROUP {
+                    let r = dot_group::<GROUP>(
+                        [queries[q0], queries[q0 + 1], queries[q0 + 2], queries[q0 + 3]],
+                        c,
+                    );
+                    for (q, v) in r.into_iter().enumerate() {
+                        out[(q0 + q) * stride + col] = v;
+                    }
+                } else {
+                    for q in 0..rest {
+                        out[(q0 + q) * stride + col] = dot_group::<1>([queries[q0 + q]], c)[0];
+                    }
+                }
+            }
+            q0 += GROUP.min(rest);
+        }
+    }
+}
+
+/// Bytes of candidate vectors per tile (half a typical L2 cache).
+const TILE_BYTES: usize = 256 * 1024;
+
+type DotFn = fn(&[f32], &[f32]) -> f32;
+type BlockFn = fn(&[&[f32]], &[Option<&[f32]>], &mut [f32], usize);
+
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    dot_group::<1>([a], b)[0]
+}
+
+fn block_portable(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+    block(q, c, out, stride)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The same arithmetic as [`super::dot_group`], written with intrinsics:
+    //! one `fmadd` per 16 (AVX-512) or 8 (AVX2) lanes, accumulators kept in
+    //! registers, the tail and the reduction done by the shared scalar code.
+
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Finishes lanes in `acc` with the tail `from..n`, then reduces.
+    #[inline(always)]
+    fn finish(mut acc: [f32; LANES], q: &[f32], c: &[f32], from: usize) -> f32 {
+        for (l, j) in (from..c.len()).enumerate() {
+            acc[l] = q[j].mul_add(c[j], acc[l]);
+        }
+        reduce(&acc)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn group_avx512<const Q: usize>(qs: [&[f32]; Q], c: &[f32]) -> [f32; Q] {
+        let n = c.len();
+        let full = n - n % LANES;
+        let mut acc = [_mm512_setzero_ps(); Q];
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 16 <= full <= n, and every query has length >= n.
+            let cv = _mm512_loadu_ps(c.as_ptr().add(i));
+            for q in 0..Q {
+                let qv = _mm512_loadu_ps(qs[q].as_ptr().add(i));
+                acc[q] = _mm512_fmadd_ps(qv, cv, acc[q]);
+            }
+            i += LANES;
+        }
+        let mut out = [0f32; Q];
+        for q in 0..Q {
+            let mut lanes = [0f32; LANES];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[q]);
+            out[q] = finish(lanes, qs[q], c, full);
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn group_avx2<const Q: usize>(qs: [&[f32]; Q], c: &[f32]) -> [f32; Q] {
+        let n = c.len();
+        let full = n - n % LANES;
+        let mut lo = [_mm256_setzero_ps(); Q];
+        let mut hi = [_mm256_setzero_ps(); Q];
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 16 <= full <= n, and every query has length >= n.
+            let c0 = _mm256_loadu_ps(c.as_ptr().add(i));
+            let c1 = _mm256_loadu_ps(c.as_ptr().add(i + 8));
+            for q in 0..Q {
+                let p = qs[q].as_ptr().add(i);
+                lo[q] = _mm256_fmadd_ps(_mm256_loadu_ps(p), c0, lo[q]);
+                hi[q] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8)), c1, hi[q]);
+            }
+            i += LANES;
+        }
+        let mut out = [0f32; Q];
+        for q in 0..Q {
+            let mut lanes = [0f32; LANES];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), lo[q]);
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi[q]);
+            out[q] = finish(lanes, qs[q], c, full);
+        }
+        out
+    }
+
+    macro_rules! kernel_pair {
+        ($dot:ident, $block:ident, $group:ident, $features:literal) => {
+            #[target_feature(enable = $features)]
+            unsafe fn $block(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+                let len = queries.first().map_or(1, |q| q.len()).max(1);
+                let tile = (TILE_BYTES / (len * 4)).clamp(8, 4096);
+                for t0 in (0..cands.len()).step_by(tile) {
+                    let t1 = (t0 + tile).min(cands.len());
+                    let mut q0 = 0;
+                    while q0 < queries.len() {
+                        let rest = queries.len() - q0;
+                        for (k, c) in cands[t0..t1].iter().enumerate() {
+                            let Some(c) = c else { continue };
+                            if c.len() != len {
+                                continue;
+                            }
+                            let col = t0 + k;
+                            if rest >= GROUP {
+                                let r = $group::<GROUP>(
+                                    [queries[q0], queries[q0 + 1], queries[q0 + 2], queries[q0 + 3]],
+                                    c,
+                                );
+                                for (q, v) in r.into_iter().enumerate() {
+                                    out[(q0 + q) * stride + col] = v;
+                                }
+                            } else {
+                                for q in 0..rest {
+                                    out[(q0 + q) * stride + col] = $group::<1>([queries[q0 + q]], c)[0];
+                                }
+                            }
+                        }
+                        q0 += GROUP.min(rest);
+                    }
+                }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn $dot(a: &[f32], b: &[f32]) -> f32 {
+                $group::<1>([a], b)[0]
+            }
+        };
+    }
+
+    kernel_pair!(dot_avx512, block_avx512, group_avx512, "avx512f,fma");
+    kernel_pair!(dot_avx2, block_avx2, group_avx2, "avx2,fma");
+
+    // SAFETY (all four wrappers): they are only selected by `select` after
+    // `is_x86_feature_detected!` confirmed the features they enable. Queries
+    // and candidates have equal lengths (checked by the callers).
+    fn dot_avx512_safe(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        unsafe { dot_avx512(a, b) }
+    }
+    fn block_avx512_safe(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+        assert!(q.iter().all(|x| x.len() == q[0].len()));
+        unsafe { block_avx512(q, c, out, stride) }
+    }
+    fn dot_avx2_safe(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        unsafe { dot_avx2(a, b) }
+    }
+    fn block_avx2_safe(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+        assert!(q.iter().all(|x| x.len() == q[0].len()));
+        unsafe { block_avx2(q, c, out, stride) }
+    }
+
+    pub(super) fn select() -> Option<(DotFn, BlockFn, &'static str)> {
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+            return Some((dot_avx512_safe, block_avx512_safe, "avx512"));
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Some((dot_avx2_safe, block_avx2_safe, "avx2"));
+        }
+        None
+    }
+
+    #[cfg(test)]
+    pub(super) fn all() -> Vec<(DotFn, &'static str)> {
+        let mut v: Vec<(DotFn, &'static str)> = Vec::new();
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+            v.push((dot_avx512_safe, "avx512"));
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            v.push((dot_avx2_safe, "avx2"));
+        }
+        v
+    }
+}
+
+fn kernels() -> &'static (DotFn, BlockFn, &'static str) {
+    static K: OnceLock<(DotFn, BlockFn, &'static str)> = OnceLock::new();
+    K.get_or_init(|| {
+        if std::env::var_os("MATCHMAKER_PORTABLE_KERNEL").is_some() {
+            return (dot_portable, block_portable, "portable");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = x86::select() {
+            return k;
+        }
+        (dot_portable, block_portable, "portable")
+    })
+}
+
+/// Which implementation this CPU uses (`avx512`, `avx2` or `portable`).
+pub fn implementation() -> &'static str {
+    kernels().2
+}
+
+/// The dot product of two vectors of equal length (see the module docs for
+/// the exact arithmetic). Extra elements of the longer one are ignored.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    (kernels().0)(&a[..n], &b[..n])
+}
+
+/// How many worker threads a kernel call may use.
+fn threads() -> usize {
+    static T: OnceLock<usize> = OnceLock::new();
+    *T.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8))
+}
+
+/// Below this many multiply-adds a call stays on the calling thread.
+const PARALLEL_MIN_WORK: usize = 2_000_000;
+
+/// Dot products of every query with every candidate: `out[q * n + k]` is
+/// `dot(queries[q], cands[k])` where `cands[k]` is `Some` and has the
+/// query's length, and stays as it was otherwise. Equal to calling [`dot`]
+/// pair by pair, bit for bit. Queries may differ in length; each is compared
+/// with the candidates of its own length only.
+pub fn dots(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32]) {
+    let n = cands.len();
+    assert_eq!(out.len(), queries.len() * n, "output must be queries × candidates");
+    // Group queries by length: the kernel wants equal lengths.
+    let mut lengths: Vec<usize> = queries.iter().map(|q| q.len()).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    for len in lengths {
+        let idx: Vec<usize> = (0..queries.len()).filter(|&q| queries[q].len() == len).collect();
+        let qs: Vec<&[f32]> = idx.iter().map(|&q| queries[q]).collect();
+        let cs: Vec<Option<&[f32]>> = cands.iter().map(|c| c.filter(|c| c.len() == len)).collect();
+        // The kernel writes rows 0..qs.len(); map them to the callers' rows.
+        let mut tmp = vec![f32::NAN; qs.len() * n];
+        run_parallel(&qs, &cs, &mut tmp, len);
+        for (row, &q) in idx.iter().enumerate() {
+            for k in 0..n {
+                if cs[k].is_some() {
+                    out[q * n + k] = tmp[row * n + k];
+                }
+            }
+        }
+    }
+}
+
+fn run_parallel(qs: &[&[f32]], cs: &[Option<&[f32]>], out: &mut [f32], len: usize) {
+    let n = cs.len();
+    let block_fn = kernels().1;
+    let work = qs.len() * n * len.max(1);
+    let t = threads().min(n.max(1));
+    if t <= 1 || work < PARALLEL_MIN_WORK {
+        block_fn(qs, cs, out, n);
+        return;
+    }
+    // Split by candidate range; each thread writes its columns into a private
+    // buffer (the rows of `out` interleave the ranges).
+    let chunk = n.div_ceil(t);
+    let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..t)
+            .map(|i| {
+                let lo = (i * chunk).min(n);
+                let hi = ((i + 1) * chunk).min(n);
+                s.spawn(move || {
+                    let width = hi - lo;
+                    let mut part = vec![f32::NAN; qs.len() * width];
+                    block_fn(qs, &cs[lo..hi], &mut part, width);
+                    (lo, part)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    for (lo, part) in parts {
+        let width = if qs.is_empty() { 0 } else { part.len() / qs.len() };
+        for q in 0..qs.len() {
+            out[q * n + lo..q * n + lo + width].copy_from_slice(&part[q * width..(q + 1) * width]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn vec_of(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    #[test]
+    fn blocked_kernel_equals_pairwise_dot_bit_for_bit() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for &len in &[1usize, 3, 16, 17, 31, 384, 385] {
+            let queries: Vec<Vec<f32>> = (0..7).map(|_| vec_of(&mut rng, len)).collect();
+            let mut cands: Vec<Option<Vec<f32>>> = (0..23).map(|_| Some(vec_of(&mut rng, len))).collect();
+            cands[5] = None;
+            cands[9] = Some(vec_of(&mut rng, len + 1)); // other length: skipped
+            let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+            let cs: Vec<Option<&[f32]>> = cands.iter().map(|c| c.as_deref()).collect();
+            let mut out = vec![-7.0; qs.len() * cs.len()];
+            dots(&qs, &cs, &mut out);
+            for (q, qv) in queries.iter().enumerate() {
+                for (k, c) in cands.iter().enumerate() {
+                    let got = out[q * cs.len() + k];
+                    match c {
+                        Some(c) if c.len() == len => {
+                            assert_eq!(got.to_bits(), dot(qv, c).to_bits(), "len {len} q {q} k {k}");
+                            assert_eq!(dot(qv, c).to_bits(), dot(c, qv).to_bits());
+                        }
+                        _ => assert_eq!(got, -7.0),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_split_equals_single_thread() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let len = 64;
+        let queries: Vec<Vec<f32>> = (0..9).map(|_| vec_of(&mut rng, len)).collect();
+        // Enough work to cross PARALLEL_MIN_WORK.
+        let cands: Vec<Option<Vec<f32>>> = (0..5_000).map(|_| Some(vec_of(&mut rng, len))).collect();
+        let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+        let cs: Vec<Option<&[f32]>> = cands.iter().map(|c| c.as_deref()).collect();
+        let mut out = vec![0.0; qs.len() * cs.len()];
+        dots(&qs, &cs, &mut out);
+        for (q, qv) in queries.iter().enumerate() {
+            for (k, c) in cands.iter().enumerate() {
+                let c = c.as_deref().unwrap_or(&[]);
+                assert_eq!(out[q * cs.len() + k].to_bits(), dot(qv, c).to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn every_implementation_gives_the_same_bits() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for len in [5usize, 16, 100, 384] {
+            let a = vec_of(&mut rng, len);
+            let b = vec_of(&mut rng, len);
+            assert_eq!(dot(&a, &b).to_bits(), dot_portable(&a, &b).to_bits());
+            #[cfg(target_arch = "x86_64")]
+            for (f, name) in x86::all() {
+                assert_eq!(f(&a, &b).to_bits(), dot_portable(&a, &b).to_bits(), "{name} len {len}");
+            }
+        }
+    }
+}
