@@ -19,7 +19,49 @@ pub mod profile;
 pub mod score;
 pub mod topk;
 
-pub use engine::{repair, repair_with_row, Event, EventSettings, Lists, RepairOutcome};
+/// A fast hasher for maps keyed by ids (FxHash's mixing): the scorer looks
+/// attendees up hundreds of thousands of times per batch, and SipHash's
+/// protection against chosen keys buys nothing for ids of one's own event.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl IdHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Builds [`IdHasher`]s.
+pub type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+/// A map keyed by attendee id.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, IdHash>;
+/// A set of attendee ids.
+pub type IdSet<K> = std::collections::HashSet<K, IdHash>;
+
+pub use engine::{repair, repair_with_row, Dirty, Event, EventSettings, Lists, RepairOutcome};
 pub use profile::{Participant, ParticipantRow, TagInterner};
 pub use score::Algorithm;
 pub use topk::Entry;

@@ -30,11 +30,11 @@
 
 use crate::matching::profile::{Participant, TagInterner};
 use crate::matching::score::explain;
-use crate::matching::{self, Entry, Event, EventSettings, Lists};
+use crate::matching::{self, Entry, Event, EventSettings, IdMap, IdSet, Lists};
 use crate::store::jobs::{self, RunTotals};
 use crate::store::matches::{self, Diff, Upsert};
 use crate::store::queue::{self, ClaimedRow, GiveBack, RetryPolicy};
-use crate::store::snapshot::{self, MatchRow, Read, SettingsRow};
+use crate::store::snapshot::{self, MatchRow, Read, SettingsRow, Since};
 use crate::telemetry::error_chain;
 use anyhow::{Context, Result};
 use sqlx::postgres::PgConnectOptions;
@@ -138,12 +138,76 @@ pub struct RunSummary {
     pub elapsed_ms: u128,
 }
 
-/// An event held in memory between batches, refreshed by deltas.
+/// An event held in memory between batches, refreshed by deltas: its
+/// participants, its lists and its open queue rows, valid while the event's
+/// version is the one recorded here (see `snapshot::read`).
 struct CachedEvent {
     pg_snapshot: String,
     settings: SettingsRow,
     event: Event,
+    /// `matchmaking_event_state.version` the lists and open rows match;
+    /// `None` forces a reload at the next batch.
+    version: Option<i64>,
+    /// The lists as committed, by owner, in rank order.
+    committed: IdMap<Uuid, Vec<MatchRow>>,
+    /// The same lists as the scorer works on them.
+    lists: Lists,
+    /// Open (pending or processing) queue rows, and how many per attendee.
+    open_rows: IdMap<i64, Uuid>,
+    open_count: IdMap<Uuid, u32>,
+    /// The highest queue row id seen.
+    queue_seen: i64,
     last_used: Instant,
+}
+
+impl CachedEvent {
+    fn add_open(&mut self, id: i64, user: Uuid) {
+        if self.open_rows.insert(id, user).is_none() {
+            *self.open_count.entry(user).or_default() += 1;
+        }
+        self.queue_seen = self.queue_seen.max(id);
+    }
+
+    fn close(&mut self, id: i64) {
+        if let Some(user) = self.open_rows.remove(&id) {
+            if let Some(c) = self.open_count.get_mut(&user) {
+                *c -= 1;
+                if *c == 0 {
+                    self.open_count.remove(&user);
+                }
+            }
+        }
+    }
+
+    fn set_reloaded(&mut self, r: snapshot::Reloaded) {
+        self.committed = group_lists(r.lists);
+        self.lists = self
+            .committed
+            .iter()
+            .map(|(u, rs)| (*u, rs.iter().map(|r| Entry::new(r.matched_user_id, r.score)).collect()))
+            .collect();
+        self.open_rows.clear();
+        self.open_count.clear();
+        for (id, user) in r.open_rows {
+            self.add_open(id, user);
+        }
+    }
+}
+
+/// Who still has queue work during one batch: attendees with open rows
+/// other than this batch's, and this batch's attendees until repaired.
+struct BatchDirty<'a> {
+    open_count: &'a IdMap<Uuid, u32>,
+    claimed: IdMap<Uuid, u32>,
+    unrepaired: IdSet<Uuid>,
+}
+
+impl matching::Dirty for BatchDirty<'_> {
+    fn is_dirty(&self, user: &Uuid) -> bool {
+        let open = self.open_count.get(user).copied().unwrap_or(0);
+        let mine = self.claimed.get(user).copied().unwrap_or(0);
+        open > mine || self.unrepaired.contains(user)
+    }
 }
 
 struct Worker {
@@ -390,7 +454,20 @@ impl Worker {
             // session idle for longer than the lease, releasing the lock, and
             // the next worker takes the rows over (see `queue::claim`).
             let idle = self.opts.lease.max(Duration::from_secs(1)).as_millis().to_string();
-            let opts = self.connect.clone().options([("idle_session_timeout", idle)]);
+            //
+            // While a batch holds an event lock it never waits long on a lock
+            // an application transaction holds: that transaction may be
+            // waiting for the event lock in a trigger. Giving up first (well
+            // before the 1 s deadlock detector) makes the batch, not the
+            // application, retry.
+            //
+            // `matchmaker.worker` tells the user_matches triggers that this
+            // session bumps the event version itself.
+            let opts = self.connect.clone().options([
+                ("idle_session_timeout", idle.as_str()),
+                ("lock_timeout", "250ms"),
+                ("matchmaker.worker", "on"),
+            ]);
             let conn = PgConnection::connect_with(&opts)
                 .await
                 .context("opening the worker's lock connection")?;
@@ -472,55 +549,47 @@ impl Worker {
     async fn batch_inner(&mut self, event: Uuid, rows: Vec<ClaimedRow>, deadline: Option<Instant>) -> Result<()> {
         let t0 = Instant::now();
         let (rows, release, given_up) = quarantine(rows, self.opts.retry.max_attempts);
-        // Rows released untouched keep their attendee dirty: only the rows
-        // repaired here are left out of "who is still queued".
-        let claimed_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         if self.opts.null_scorer {
             let scored = Scored {
-                done: claimed_ids,
+                done: rows.iter().map(|r| r.id).collect(),
                 ..Scored::default()
             };
-            return self.write_batch(event, "", scored, release, given_up, t0).await;
+            return self.write_batch(event, None, scored, release, given_up, t0).await;
         }
 
-        let (mut cached, read) = self.refresh(event, &claimed_ids).await?;
+        let mut cached = self.refresh(event).await?;
         let read_ms = t0.elapsed().as_millis();
 
         // Score off the async runtime.
-        let dirty: HashSet<Uuid> = read.dirty.iter().copied().collect();
-        let old_lists = group_lists(read.lists);
         let stop = self.shutdown.clone();
         let score_deadline = deadline.map(|d| d.into_std());
         let fault_delay = self.opts.fault_score_delay;
-        let scored = tokio::task::spawn_blocking(move || {
-            let result = score_batch(
-                &cached.event,
-                &old_lists,
-                dirty,
-                &rows,
-                score_deadline,
-                &stop,
-                fault_delay,
-            );
+        let (cached, scored) = tokio::task::spawn_blocking(move || {
+            let result = score_batch(&mut cached, &rows, score_deadline, &stop, fault_delay);
             cached.last_used = Instant::now();
             (cached, result)
         })
         .await
         .context("scoring task panicked")?;
-        let (cached, scored) = scored;
         let score_ms = t0.elapsed().as_millis() - read_ms;
-
-        let algorithm = cached.settings.algorithm.clone();
-        debug!(read_ms = read_ms as u64, score_ms = score_ms as u64, full_recomputes = scored.full_recomputes, "scored");
-        self.cache.insert(event, cached);
-        self.write_batch(event, &algorithm, scored, release, given_up, t0).await
+        debug!(
+            read_ms = read_ms as u64,
+            score_ms = score_ms as u64,
+            full_recomputes = scored.full_recomputes,
+            "scored"
+        );
+        self.write_batch(event, Some(cached), scored, release, given_up, t0)
+            .await
     }
 
-    /// One transaction: matches, queue rows, job progress.
+    /// One transaction: matches, queue rows, job progress and the event
+    /// version. On success the cached event (if any) is kept, updated to what
+    /// was committed; on failure it is dropped (its lists were changed in
+    /// memory but not in the database).
     async fn write_batch(
         &mut self,
         event: Uuid,
-        algorithm: &str,
+        mut cached: Option<CachedEvent>,
         scored: Scored,
         mut release: Vec<i64>,
         given_up: Option<ClaimedRow>,
@@ -528,17 +597,12 @@ impl Worker {
     ) -> Result<()> {
         let worker_id = self.worker_id.clone();
         let policy = self.opts.retry;
+        let algorithm = cached.as_ref().map_or(String::new(), |c| c.settings.algorithm.clone());
         let conn = self.lock_conn().await?;
+        // The lock connection runs with a short lock_timeout (see
+        // `lock_conn`), so this never waits long on an application's lock.
         let mut tx = conn.begin().await.context("starting the write")?;
-        // Never wait long on a lock an application transaction holds while
-        // this batch holds the event lock: that transaction may be waiting
-        // for the event lock in a trigger. Giving up first (well before the
-        // 1 s deadlock detector) makes the batch, not the application, retry.
-        sqlx::query("SET LOCAL lock_timeout = '250ms'")
-            .execute(&mut *tx)
-            .await
-            .context("setting the write lock timeout")?;
-        matches::apply(&mut tx, event, algorithm, &scored.diff).await?;
+        matches::apply(&mut tx, event, &algorithm, &scored.diff).await?;
         let completed = queue::complete(&mut tx, &scored.done, &worker_id).await?;
         anyhow::ensure!(
             completed == scored.done.len() as u64,
@@ -561,7 +625,7 @@ impl Worker {
         let released = queue::give_back(&mut tx, &release, &worker_id, GiveBack::Release).await?;
         let failed = retried.failed;
         let processed = scored.done.len() as i64;
-        jobs::record_batch(
+        let version = jobs::record_batch(
             &mut tx,
             event,
             processed,
@@ -585,41 +649,91 @@ impl Worker {
             total_ms = t0.elapsed().as_millis() as u64,
             "batch done"
         );
+        if let Some(c) = cached.as_mut() {
+            // Committed: the cache now mirrors the database.
+            for owner in &scored.touched {
+                match c.lists.get(owner) {
+                    Some(list) => {
+                        let rows = list
+                            .iter()
+                            .enumerate()
+                            .map(|(i, e)| MatchRow {
+                                user_id: *owner,
+                                matched_user_id: e.user,
+                                rank: (i + 1) as i16,
+                                score: e.score,
+                                algorithm_version: algorithm.clone(),
+                            })
+                            .collect();
+                        c.committed.insert(*owner, rows);
+                    }
+                    None => {
+                        c.committed.remove(owner);
+                    }
+                }
+            }
+            for id in &scored.done {
+                c.close(*id);
+            }
+            // Rows given back may be pending, done or failed now: read the
+            // open rows again next time rather than guess.
+            let gave_back = !failed_ids.is_empty() || !release.is_empty();
+            c.version = (!gave_back).then_some(version);
+        }
+        if let Some(c) = cached {
+            self.cache.insert(event, c);
+        }
         Ok(())
     }
 
     /// Brings the cached snapshot of an event up to date (or loads it).
-    async fn refresh(&mut self, event: Uuid, claimed: &[i64]) -> Result<(CachedEvent, Read)> {
+    async fn refresh(&mut self, event: Uuid) -> Result<CachedEvent> {
         let previous = self.cache.remove(&event);
         if self.cache.len() >= CACHED_EVENTS {
             if let Some(oldest) = self.cache.iter().min_by_key(|(_, c)| c.last_used).map(|(k, _)| *k) {
                 self.cache.remove(&oldest);
             }
         }
-        let since = previous.as_ref().map(|c| c.pg_snapshot.clone());
-        let conn = self.lock_conn().await?;
-        let read = snapshot::read(conn, event, since.as_deref(), claimed)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("event {event} no longer exists"))?;
         if let Some(mut cached) = previous {
+            let snap = cached.pg_snapshot.clone();
+            let since = Since {
+                pg_snapshot: &snap,
+                version: cached.version.unwrap_or(-1),
+                queue_seen: cached.queue_seen,
+            };
+            let conn = self.lock_conn().await?;
+            let read = snapshot::read(conn, event, Some(since))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("event {event} no longer exists"))?;
             if cached.settings == read.settings {
                 apply_delta(&mut cached, &read);
-                if cached.event.participant_count() as i64 == read.participant_count
-                    && cached.event.exclusion_rows() as i64 == read.exclusion_count
-                {
-                    cached.pg_snapshot = read.pg_snapshot.clone();
-                    return Ok((cached, read));
+                let intact = match read.reloaded {
+                    None => true,
+                    Some(r) => {
+                        let intact = cached.event.participant_count() as i64 == r.participant_count
+                            && cached.event.exclusion_rows() as i64 == r.exclusion_count;
+                        cached.set_reloaded(r);
+                        intact
+                    }
+                };
+                if intact {
+                    for (id, user) in read.new_open_rows {
+                        cached.add_open(id, user);
+                    }
+                    cached.pg_snapshot = read.pg_snapshot;
+                    cached.version = Some(read.version);
+                    return Ok(cached);
                 }
                 debug!(event.id = %event, "rows were deleted since the last batch; reloading the event");
             }
         }
         let conn = self.lock_conn().await?;
-        let read = snapshot::read(conn, event, None, claimed)
+        let read = snapshot::read(conn, event, None)
             .await?
             .ok_or_else(|| anyhow::anyhow!("event {event} no longer exists"))?;
-        let cached = load_full(event, &read);
-        debug!(event.id = %event, participants = read.participant_count, "loaded the event");
-        Ok((cached, read))
+        let cached = load_full(event, read);
+        debug!(event.id = %event, participants = cached.event.participant_count(), "loaded the event");
+        Ok(cached)
     }
 }
 
@@ -657,7 +771,7 @@ fn settings_of(event: Uuid, row: &SettingsRow) -> EventSettings {
     }
 }
 
-fn load_full(event: Uuid, read: &Read) -> CachedEvent {
+fn load_full(event: Uuid, read: Read) -> CachedEvent {
     let settings = settings_of(event, &read.settings);
     let dims = settings.embedding_dimensions;
     let mut e = Event::new(settings, TagInterner::default());
@@ -668,12 +782,22 @@ fn load_full(event: Uuid, read: &Read) -> CachedEvent {
     for (a, b) in &read.exclusions {
         e.exclude(*a, *b);
     }
-    CachedEvent {
-        pg_snapshot: read.pg_snapshot.clone(),
-        settings: read.settings.clone(),
+    let mut cached = CachedEvent {
+        pg_snapshot: read.pg_snapshot,
+        settings: read.settings,
         event: e,
+        version: Some(read.version),
+        committed: IdMap::default(),
+        lists: Lists::default(),
+        open_rows: IdMap::default(),
+        open_count: IdMap::default(),
+        queue_seen: 0,
         last_used: Instant::now(),
+    };
+    if let Some(r) = read.reloaded {
+        cached.set_reloaded(r);
     }
+    cached
 }
 
 fn apply_delta(cached: &mut CachedEvent, read: &Read) {
@@ -688,8 +812,8 @@ fn apply_delta(cached: &mut CachedEvent, read: &Read) {
 }
 
 /// Current rows of every list, by owner, in rank order.
-fn group_lists(rows: Vec<MatchRow>) -> HashMap<Uuid, Vec<MatchRow>> {
-    let mut out: HashMap<Uuid, Vec<MatchRow>> = HashMap::new();
+fn group_lists(rows: Vec<MatchRow>) -> IdMap<Uuid, Vec<MatchRow>> {
+    let mut out: IdMap<Uuid, Vec<MatchRow>> = IdMap::default();
     for r in rows {
         out.entry(r.user_id).or_default().push(r);
     }
@@ -700,6 +824,8 @@ fn group_lists(rows: Vec<MatchRow>) -> HashMap<Uuid, Vec<MatchRow>> {
 #[derive(Debug, Default)]
 struct Scored {
     diff: Diff,
+    /// Owners whose lists the diff rewrites.
+    touched: BTreeSet<Uuid>,
     /// Rows repaired cleanly.
     done: Vec<i64>,
     /// Rows repaired but with malformed input to report: (row, attendee, why).
@@ -709,34 +835,44 @@ struct Scored {
     full_recomputes: usize,
 }
 
-/// Repairs each claimed attendee in claim order, then diffs the lists.
+/// Repairs each claimed attendee in claim order (changing `cached.lists` in
+/// place), then diffs the changed lists against the committed ones.
 fn score_batch(
-    event: &Event,
-    old: &HashMap<Uuid, Vec<MatchRow>>,
-    mut dirty: HashSet<Uuid>,
+    cached: &mut CachedEvent,
     rows: &[ClaimedRow],
     deadline: Option<std::time::Instant>,
     stop: &CancellationToken,
     fault_delay: Duration,
 ) -> Scored {
-    let mut lists: Lists = old
-        .iter()
-        .map(|(u, rs)| (*u, rs.iter().map(|r| Entry::new(r.matched_user_id, r.score)).collect()))
-        .collect();
-    // Attendees with other queue work stay dirty; batch members are dirty
-    // until their own repair.
-    let other_work = dirty.clone();
-    dirty.extend(rows.iter().map(|r| r.user_id));
+    for r in rows {
+        // Claimed rows are open; one committed out of id order may be new.
+        cached.add_open(r.id, r.user_id);
+    }
+    let CachedEvent {
+        event,
+        lists,
+        committed,
+        open_count,
+        ..
+    } = cached;
+    let event = &*event;
+    let mut dirty = BatchDirty {
+        open_count,
+        claimed: IdMap::default(),
+        unrepaired: rows.iter().map(|r| r.user_id).collect(),
+    };
+    for r in rows {
+        *dirty.claimed.entry(r.user_id).or_default() += 1;
+    }
     let mut out = Scored::default();
-    let mut touched = BTreeSet::new();
     let mut repaired = HashSet::new();
     // Every claimed attendee's scores against the event, in one kernel call.
     let mut users: Vec<&Participant> = Vec::with_capacity(rows.len());
     let mut row_of: HashMap<Uuid, usize> = HashMap::with_capacity(rows.len());
     for r in rows {
         if let Some(p) = event.participant(r.user_id).filter(|p| event.matchable(p)) {
-            if !row_of.contains_key(&p.user_id) {
-                row_of.insert(p.user_id, users.len());
+            if let std::collections::hash_map::Entry::Vacant(slot) = row_of.entry(p.user_id) {
+                slot.insert(users.len());
                 users.push(p);
             }
         }
@@ -752,34 +888,28 @@ fn score_batch(
         if !fault_delay.is_zero() {
             std::thread::sleep(fault_delay);
         }
-        if !other_work.contains(&row.user_id) {
-            dirty.remove(&row.user_id);
-        }
+        dirty.unrepaired.remove(&row.user_id);
         let precomputed = row_of.get(&row.user_id).map(|&i| &score_rows[i * n..(i + 1) * n]);
-        let r = matching::repair_with_row(event, &mut lists, &dirty, row.user_id, precomputed);
+        let r = matching::repair_with_row(event, lists, &dirty, row.user_id, precomputed);
         out.full_recomputes += r.full_recomputes;
-        touched.extend(r.touched);
+        out.touched.extend(r.touched);
+        // Rows pointing at a repaired attendee get fresh reasons even when
+        // the score did not move (their profile text may have).
+        out.touched.extend(r.holders);
         repaired.insert(row.user_id);
         match r.problem {
             Some(p) => out.problems.push((row.id, row.user_id, p)),
             None => out.done.push(row.id),
         }
     }
-    // Rows pointing at a repaired attendee get fresh reasons even when the
-    // score did not move (their profile text may have).
-    for (owner, list) in &lists {
-        if list.iter().any(|e| repaired.contains(&e.user)) {
-            touched.insert(*owner);
-        }
-    }
-    out.diff = diff(event, old, &lists, &touched, &repaired);
+    out.diff = diff(event, committed, lists, &out.touched, &repaired);
     out
 }
 
 /// The writes that turn the old lists into the new ones for `touched` owners.
 fn diff(
     event: &Event,
-    old: &HashMap<Uuid, Vec<MatchRow>>,
+    old: &IdMap<Uuid, Vec<MatchRow>>,
     new: &Lists,
     touched: &BTreeSet<Uuid>,
     repaired: &HashSet<Uuid>,

@@ -44,7 +44,11 @@ async fn lists_equal_brute_force_after_concurrent_churn_with_killed_workers(pool
 
 async fn run_seed(pool: &PgPool, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let algorithm = if seed % 2 == 0 { "hybrid-v1" } else { "cosine-v1" };
+    let algorithm = if seed.is_multiple_of(2) {
+        "hybrid-v1"
+    } else {
+        "cosine-v1"
+    };
     let k = rng.gen_range(1..=4);
     let event = create_event(pool, &format!("prop-{seed}"), algorithm, k).await;
     let dims = 8;

@@ -27,10 +27,11 @@
 //! An attendee who left (or is unmatchable) is removed from every list, and
 //! every clean list that lost them is recomputed in full.
 
-use super::profile::{Embedding, Participant, TagInterner};
 use super::kernel;
+use super::profile::{Embedding, Participant, TagInterner};
 use super::score::{self, Algorithm};
 use super::topk::{self, Entry, TopK};
+use super::IdMap;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -46,7 +47,7 @@ pub struct EventSettings {
 }
 
 /// Every attendee's list, in rank order. Absent means empty.
-pub type Lists = HashMap<Uuid, Vec<Entry>>;
+pub type Lists = IdMap<Uuid, Vec<Entry>>;
 
 /// An event as the scorers see it: settings, participants (active or not)
 /// and exclusions.
@@ -54,7 +55,7 @@ pub type Lists = HashMap<Uuid, Vec<Entry>>;
 pub struct Event {
     pub settings: EventSettings,
     participants: Vec<Participant>,
-    index: HashMap<Uuid, usize>,
+    index: IdMap<Uuid, usize>,
     /// Per participant: active and matchable under the algorithm.
     matchable: Vec<bool>,
     /// Per participant: the interned company key ([`NO_COMPANY`] when none).
@@ -63,7 +64,7 @@ pub struct Event {
     /// As stored in `match_exclusions` (user, excluded user); checked both ways.
     exclusions: HashSet<(Uuid, Uuid)>,
     /// The same pairs by attendee, in both directions.
-    excluded: HashMap<Uuid, Vec<Uuid>>,
+    excluded: IdMap<Uuid, Vec<Uuid>>,
     pub tags: TagInterner,
 }
 
@@ -73,6 +74,18 @@ const NO_COMPANY: u32 = u32::MAX;
 /// Score rows use NaN for "not an eligible pair" (real scores are never NaN).
 fn score_at(row: &[f32], i: usize) -> Option<f32> {
     row.get(i).copied().filter(|s| !s.is_nan())
+}
+
+/// Which attendees still have queue work of their own (their lists are
+/// left for that work).
+pub trait Dirty {
+    fn is_dirty(&self, user: &Uuid) -> bool;
+}
+
+impl<S: std::hash::BuildHasher> Dirty for HashSet<Uuid, S> {
+    fn is_dirty(&self, user: &Uuid) -> bool {
+        self.contains(user)
+    }
 }
 
 /// What repairing one attendee did.
@@ -85,6 +98,9 @@ pub struct RepairOutcome {
     pub touched: Vec<Uuid>,
     /// How many lists were recomputed in full (beyond the attendee's own).
     pub full_recomputes: usize,
+    /// Clean lists that hold the attendee and did not otherwise change
+    /// (their rows may need a fresh explanation).
+    pub holders: Vec<Uuid>,
 }
 
 impl Event {
@@ -92,12 +108,12 @@ impl Event {
         Self {
             settings,
             participants: Vec::new(),
-            index: HashMap::new(),
+            index: IdMap::default(),
             matchable: Vec::new(),
             company: Vec::new(),
             companies: HashMap::new(),
             exclusions: HashSet::new(),
-            excluded: HashMap::new(),
+            excluded: IdMap::default(),
             tags,
         }
     }
@@ -228,9 +244,8 @@ impl Event {
                 return;
             }
             let my_company = u.company_key.as_ref().and_then(|k| self.companies.get(k).copied());
-            let same_company = |i: usize| {
-                self.settings.exclude_same_company && my_company.is_some_and(|c| self.company[i] == c)
-            };
+            let same_company =
+                |i: usize| self.settings.exclude_same_company && my_company.is_some_and(|c| self.company[i] == c);
             for (i, other) in self.participants.iter().enumerate() {
                 if !self.matchable[i] || other.user_id == u.user_id || same_company(i) {
                     continue;
@@ -253,7 +268,9 @@ impl Event {
         if n == 0 {
             return out;
         }
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(users.len());
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .min(users.len());
         if threads <= 1 || users.len() * n < 50_000 {
             for (r, row) in out.chunks_mut(n).enumerate() {
                 fill(row, users[r], sim_row[r]);
@@ -330,16 +347,16 @@ impl Event {
 /// Makes every pair involving `user` clean (see the module docs). `dirty`
 /// holds the attendees that still have queue work of their own; their lists
 /// are left for that work.
-pub fn repair(event: &Event, lists: &mut Lists, dirty: &HashSet<Uuid>, user: Uuid) -> RepairOutcome {
+pub fn repair<D: Dirty + ?Sized>(event: &Event, lists: &mut Lists, dirty: &D, user: Uuid) -> RepairOutcome {
     repair_with_row(event, lists, dirty, user, None)
 }
 
 /// [`repair`] given the attendee's row of [`Event::score_rows`], when a batch
 /// scored it together with others.
-pub fn repair_with_row(
+pub fn repair_with_row<D: Dirty + ?Sized>(
     event: &Event,
     lists: &mut Lists,
-    dirty: &HashSet<Uuid>,
+    dirty: &D,
     user: Uuid,
     row: Option<&[f32]>,
 ) -> RepairOutcome {
@@ -374,7 +391,7 @@ pub fn repair_with_row(
                     l.retain(|e| e.user != user);
                 }
                 out.touched.push(v);
-                let clean = event.participant(v).is_some_and(|p| event.matchable(p)) && !dirty.contains(&v);
+                let clean = event.participant(v).is_some_and(|p| event.matchable(p)) && !dirty.is_dirty(&v);
                 if clean {
                     recompute(v, lists, &mut out);
                 }
@@ -396,7 +413,7 @@ pub fn repair_with_row(
     for (i, other) in event.participants().iter().enumerate() {
         let Some(score) = score_at(row, i) else {
             // Not eligible (any more): must not stay in their list.
-            if other.user_id != user && !dirty.contains(&other.user_id) {
+            if other.user_id != user && !dirty.is_dirty(&other.user_id) {
                 let holds = lists
                     .get(&other.user_id)
                     .is_some_and(|l| l.iter().any(|e| e.user == user));
@@ -408,7 +425,7 @@ pub fn repair_with_row(
         };
         own.offer(Entry::new(other.user_id, score));
         let v = other.user_id;
-        if dirty.contains(&v) {
+        if dirty.is_dirty(&v) {
             continue;
         }
         let list = lists.entry(v).or_default();
@@ -423,6 +440,7 @@ pub fn repair_with_row(
             Some(i) => {
                 let old = list[i].score;
                 if score.to_bits() == old.to_bits() {
+                    out.holders.push(v);
                     continue;
                 }
                 if score > old {
@@ -456,7 +474,7 @@ fn set_list(lists: &mut Lists, user: Uuid, list: Vec<Entry>) {
 /// The exact lists of every attendee, from scratch: the brute force the
 /// incremental path must always agree with.
 pub fn brute_force(event: &Event) -> Lists {
-    let mut lists = Lists::new();
+    let mut lists = Lists::default();
     let n = event.participants().len();
     for chunk in event.participants().chunks(64) {
         let users: Vec<&Participant> = chunk.iter().collect();
@@ -581,7 +599,7 @@ mod tests {
             };
             let k = rng.gen_range(1..5);
             let mut event = Event::new(settings(alg, k), TagInterner::default());
-            let mut lists = Lists::new();
+            let mut lists = Lists::default();
             let dirty = HashSet::new();
             let mut next_id = 1u128;
             for step in 0..150 {
@@ -705,7 +723,7 @@ mod tests {
             let p = Participant::from_row(&row, None, &mut event.tags);
             event.upsert(p);
         }
-        let mut lists = Lists::new();
+        let mut lists = Lists::default();
         let out = repair(&event, &mut lists, &HashSet::new(), Uuid::from_u128(1));
         assert!(lists.is_empty());
         assert!(out.problem.unwrap_or_default().contains("v9"));

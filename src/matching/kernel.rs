@@ -91,10 +91,7 @@ fn block(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: 
                 }
                 let col = t0 + k;
                 if rest >= GROUP {
-                    let r = dot_group::<GROUP>(
-                        [queries[q0], queries[q0 + 1], queries[q0 + 2], queries[q0 + 3]],
-                        c,
-                    );
+                    let r = dot_group::<GROUP>([queries[q0], queries[q0 + 1], queries[q0 + 2], queries[q0 + 3]], c);
                     for (q, v) in r.into_iter().enumerate() {
                         out[(q0 + q) * stride + col] = v;
                     }

@@ -18,37 +18,47 @@ pub async fn record_batch(
     processed: i64,
     failed: i64,
     last_error: Option<&str>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO matchmaking_jobs AS j (event_id, status, processed, failed, heartbeat_at, last_error)
-         VALUES ($1, 'running', $2, $3, now(), $4)
-         ON CONFLICT (event_id) DO UPDATE
-            SET processed = least(j.processed::bigint + EXCLUDED.processed, 2147483647)::integer,
-                failed = least(j.failed::bigint + EXCLUDED.failed, 2147483647)::integer,
-                heartbeat_at = now(),
-                last_error = coalesce(EXCLUDED.last_error, j.last_error),
-                status = 'running', completed_at = NULL",
+) -> Result<i64> {
+    // One statement: the event version is bumped (the caller holds the event
+    // lock, so bumps of one event are serialised and the value returned is
+    // exactly this transaction's), and the job's totals and status updated.
+    // The job is complete when no open row is left; that check sees this
+    // transaction's own completions.
+    sqlx::query_scalar(
+        "WITH v AS (
+             INSERT INTO matchmaking_event_state AS s (event_id, version) VALUES ($1, 1)
+             ON CONFLICT (event_id) DO UPDATE SET version = s.version + 1
+             RETURNING version),
+         open AS (
+             SELECT EXISTS (SELECT 1 FROM matchmaking_queue q
+                             WHERE q.event_id = $1 AND q.status IN ('pending', 'processing')) AS has_open),
+         job AS (
+             INSERT INTO matchmaking_jobs AS j (event_id, status, processed, failed, heartbeat_at, last_error,
+                                                completed_at)
+             SELECT $1,
+                    CASE WHEN open.has_open THEN 'running' WHEN $3 > 0 THEN 'completed_with_errors' ELSE 'completed' END,
+                    $2, $3, now(), $4, CASE WHEN open.has_open THEN NULL ELSE now() END
+               FROM open
+             ON CONFLICT (event_id) DO UPDATE
+                SET processed = least(j.processed::bigint + EXCLUDED.processed, 2147483647)::integer,
+                    failed = least(j.failed::bigint + EXCLUDED.failed, 2147483647)::integer,
+                    heartbeat_at = now(),
+                    last_error = coalesce(EXCLUDED.last_error, j.last_error),
+                    status = CASE WHEN (SELECT has_open FROM open) THEN 'running'
+                                  WHEN j.failed + EXCLUDED.failed > 0 THEN 'completed_with_errors'
+                                  ELSE 'completed' END,
+                    completed_at = CASE WHEN (SELECT has_open FROM open) THEN NULL
+                                        ELSE coalesce(j.completed_at, now()) END
+             RETURNING 1)
+         SELECT version FROM v, (SELECT count(*) FROM job) AS j",
     )
     .bind(event)
     .bind(saturate(processed))
     .bind(saturate(failed))
     .bind(last_error)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await
-    .context("recording job progress")?;
-    sqlx::query(
-        "UPDATE matchmaking_jobs j
-            SET status = CASE WHEN j.failed > 0 THEN 'completed_with_errors' ELSE 'completed' END,
-                completed_at = now()
-          WHERE j.event_id = $1
-            AND NOT EXISTS (SELECT 1 FROM matchmaking_queue q
-                             WHERE q.event_id = $1 AND q.status IN ('pending', 'processing'))",
-    )
-    .bind(event)
-    .execute(&mut **tx)
-    .await
-    .context("completing the job")?;
-    Ok(())
+    .context("recording job progress")
 }
 
 /// A job row as `status` and `admin-start-matching` read it.

@@ -98,13 +98,25 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Vec<ClaimedRow>> {
     sqlx::query_as::<_, ClaimedRow>(
-        "WITH picked AS (
-             SELECT id FROM matchmaking_queue
-              WHERE event_id = $1
-                AND ((status = 'pending' AND available_at <= now()) OR status = 'processing')
+        // Two index scans (orphaned processing rows, due pending rows), each
+        // locking at most n rows, then the best n of both: never a scan of
+        // the event's whole backlog.
+        "WITH orphans AS (
+             SELECT id, priority, enqueued_at FROM matchmaking_queue
+              WHERE event_id = $1 AND status = 'processing'
               ORDER BY priority DESC, enqueued_at, id
               LIMIT $2
-              FOR UPDATE SKIP LOCKED)
+              FOR UPDATE SKIP LOCKED),
+         due AS (
+             SELECT id, priority, enqueued_at FROM matchmaking_queue
+              WHERE event_id = $1 AND status = 'pending' AND available_at <= now()
+              ORDER BY priority DESC, enqueued_at, id
+              LIMIT $2
+              FOR UPDATE SKIP LOCKED),
+         picked AS (
+             SELECT id FROM (SELECT * FROM orphans UNION ALL SELECT * FROM due) c
+              ORDER BY priority DESC, enqueued_at, id
+              LIMIT $2)
          UPDATE matchmaking_queue q
             SET status = 'processing', attempts = q.attempts + 1, locked_by = $3,
                 locked_until = now() + make_interval(secs => $4), claimed_at = now()

@@ -26,21 +26,46 @@ pub struct MatchRow {
     pub algorithm_version: String,
 }
 
+/// What the caller already holds of an event, from a previous [`read`].
+#[derive(Debug, Clone, Copy)]
+pub struct Since<'a> {
+    /// [`Read::pg_snapshot`] of that read.
+    pub pg_snapshot: &'a str,
+    /// The event version the caller's lists and open rows correspond to.
+    pub version: i64,
+    /// The highest queue row id the caller has seen.
+    pub queue_seen: i64,
+}
+
 /// Everything one batch reads, from one consistent database snapshot.
 #[derive(Debug)]
 pub struct Read {
     /// `pg_current_snapshot()` of this read, for the next delta.
     pub pg_snapshot: String,
     pub settings: SettingsRow,
+    /// `matchmaking_event_state.version` (0 before the first bump).
+    pub version: i64,
     /// Every participant (full read) or those written since the previous
     /// snapshot (delta).
     pub participants: Vec<ParticipantRow>,
-    pub participant_count: i64,
+    /// Every exclusion (full read) or those written since (delta).
     pub exclusions: Vec<(Uuid, Uuid)>,
-    pub exclusion_count: i64,
+    /// Present on a full read, or when the version moved since the caller's:
+    /// the caller's lists and open rows are stale.
+    pub reloaded: Option<Reloaded>,
+    /// Delta reads: open queue rows (pending or processing) with an id above
+    /// the caller's `queue_seen`.
+    pub new_open_rows: Vec<(i64, Uuid)>,
+}
+
+/// The parts of an event that are read again when its version moved.
+#[derive(Debug)]
+pub struct Reloaded {
     pub lists: Vec<MatchRow>,
-    /// Attendees with pending or processing rows other than `claimed`.
-    pub dirty: Vec<Uuid>,
+    /// Every open queue row (pending or processing): (row id, attendee).
+    pub open_rows: Vec<(i64, Uuid)>,
+    pub participant_count: i64,
+    pub exclusion_count: i64,
 }
 
 /// The participant columns, made decodable whatever the application wrote:
@@ -89,10 +114,12 @@ impl From<PRow> for ParticipantRow {
     }
 }
 
-/// Reads an event. With `since` (a previous [`Read::pg_snapshot`]),
-/// participants and exclusions are limited to rows written by transactions
-/// that were not yet visible in that snapshot; counts let the caller detect
-/// deletions and fall back to a full read.
+/// Reads an event. With `since`, participants and exclusions are limited to
+/// rows written by transactions that were not yet visible in that snapshot,
+/// and queue rows to those above `since.queue_seen`; the lists and every open
+/// row are read again only when the event's version moved (see
+/// `migrations/*_event_version.sql`), with counts that let the caller detect
+/// deleted rows and fall back to a full read.
 ///
 /// Why the delta is exact: every participant or exclusion row carries the id
 /// of the transaction that last wrote it (`change_xid`, stamped by trigger).
@@ -103,101 +130,153 @@ impl From<PRow> for ParticipantRow {
 /// is read in one REPEATABLE READ transaction, so the snapshot recorded for
 /// the next delta is the one the rows were read with.
 ///
+/// Why an unchanged version makes the cached lists and open rows current:
+/// the caller holds the event lock, and every transaction that writes the
+/// lists or closes queue rows bumps the version (batches explicitly,
+/// everyone else through triggers). Open rows it has not seen can only be
+/// new ones; a new row committed out of id order may be missed until the
+/// next reload, which only makes the caller treat that attendee as clean
+/// and bump their list needlessly, never the reverse.
+///
 /// `None` when the event no longer exists.
-pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<&str>, claimed: &[i64]) -> Result<Option<Read>> {
-    let mut tx = conn.begin().await.context("starting the snapshot read")?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
+pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>) -> Result<Option<Read>> {
+    let mut tx = conn
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
-        .context("setting the snapshot isolation")?;
-    let head: Option<(String, i64, i64)> = sqlx::query_as(
-        "SELECT pg_current_snapshot()::text,
-                (SELECT count(*) FROM event_participants WHERE event_id = $1),
-                (SELECT count(*) FROM match_exclusions WHERE event_id = $1)",
+        .context("starting the snapshot read")?;
+    let snap = since.map(|s| s.pg_snapshot);
+    let head: Option<HeadRow> = sqlx::query_as(
+        "SELECT pg_current_snapshot()::text AS pg_snapshot,
+                e.algorithm, e.matches_per_user, e.exclude_same_company, e.embedding_dimensions,
+                coalesce((SELECT version FROM matchmaking_event_state WHERE event_id = $1), 0) AS version,
+                ARRAY(SELECT user_id FROM match_exclusions x
+                       WHERE x.event_id = $1 AND ($2::text IS NULL OR
+                             (x.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+                              AND NOT pg_visible_in_snapshot(x.change_xid, $2::text::pg_snapshot)))
+                       ORDER BY user_id, excluded_user_id) AS excl_users,
+                ARRAY(SELECT excluded_user_id FROM match_exclusions x
+                       WHERE x.event_id = $1 AND ($2::text IS NULL OR
+                             (x.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+                              AND NOT pg_visible_in_snapshot(x.change_xid, $2::text::pg_snapshot)))
+                       ORDER BY user_id, excluded_user_id) AS excl_excluded,
+                ARRAY(SELECT id FROM matchmaking_queue q
+                       WHERE q.event_id = $1 AND q.id > $3 AND q.status IN ('pending', 'processing')
+                       ORDER BY id) AS queue_ids,
+                ARRAY(SELECT user_id FROM matchmaking_queue q
+                       WHERE q.event_id = $1 AND q.id > $3 AND q.status IN ('pending', 'processing')
+                       ORDER BY id) AS queue_users,
+                $2::text IS NULL OR EXISTS (
+                    SELECT 1 FROM event_participants p
+                     WHERE p.event_id = $1
+                       AND p.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+                       AND NOT pg_visible_in_snapshot(p.change_xid, $2::text::pg_snapshot)) AS participants_changed
+           FROM events e WHERE e.id = $1",
     )
     .bind(event)
+    .bind(snap)
+    .bind(since.map_or(i64::MAX, |s| s.queue_seen))
     .fetch_optional(&mut *tx)
     .await
-    .context("reading the snapshot")?;
-    let Some((pg_snapshot, participant_count, exclusion_count)) = head else {
-        return Ok(None);
-    };
-    let Some(settings) = sqlx::query_as::<_, SettingsRow>(
-        "SELECT algorithm, matches_per_user, exclude_same_company, embedding_dimensions FROM events WHERE id = $1",
-    )
-    .bind(event)
-    .fetch_optional(&mut *tx)
-    .await
-    .context("reading the event settings")?
-    else {
+    .context("reading the event head")?;
+    let Some(head) = head else {
         return Ok(None);
     };
 
-    let participants: Vec<PRow> = match since {
-        None => {
-            sqlx::query_as(&format!(
-                "SELECT {PARTICIPANT_COLUMNS} FROM event_participants WHERE event_id = $1"
-            ))
-            .bind(event)
-            .fetch_all(&mut *tx)
-            .await
+    let participants: Vec<PRow> = if !head.participants_changed {
+        Vec::new()
+    } else {
+        match snap {
+            None => {
+                sqlx::query_as(&format!(
+                    "SELECT {PARTICIPANT_COLUMNS} FROM event_participants WHERE event_id = $1"
+                ))
+                .bind(event)
+                .fetch_all(&mut *tx)
+                .await
+            }
+            Some(snap) => {
+                sqlx::query_as(&format!(
+                    "SELECT {PARTICIPANT_COLUMNS} FROM event_participants
+                      WHERE event_id = $1
+                        AND change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+                        AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot)"
+                ))
+                .bind(event)
+                .bind(snap)
+                .fetch_all(&mut *tx)
+                .await
+            }
         }
-        Some(snap) => {
-            sqlx::query_as(&format!(
-                "SELECT {PARTICIPANT_COLUMNS} FROM event_participants
-                  WHERE event_id = $1
-                    AND change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
-                    AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot)"
-            ))
+        .context("reading participants")?
+    };
+
+    let stale = since.is_none_or(|s| s.version != head.version);
+    let reloaded = if stale {
+        let lists: Vec<MatchRow> = sqlx::query_as(
+            "SELECT user_id, matched_user_id, rank, score, algorithm_version
+               FROM user_matches WHERE event_id = $1 ORDER BY user_id, rank",
+        )
+        .bind(event)
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading current matches")?;
+        let (open_rows, participant_count, exclusion_count): (Vec<(i64, Uuid)>, i64, i64) = {
+            let counts: (Vec<i64>, Vec<Uuid>, i64, i64) = sqlx::query_as(
+                "SELECT ARRAY(SELECT id FROM matchmaking_queue
+                               WHERE event_id = $1 AND status IN ('pending', 'processing') ORDER BY id),
+                        ARRAY(SELECT user_id FROM matchmaking_queue
+                               WHERE event_id = $1 AND status IN ('pending', 'processing') ORDER BY id),
+                        (SELECT count(*) FROM event_participants WHERE event_id = $1),
+                        (SELECT count(*) FROM match_exclusions WHERE event_id = $1)",
+            )
             .bind(event)
-            .bind(snap)
-            .fetch_all(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
-        }
-    }
-    .context("reading participants")?;
-
-    let exclusions: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT user_id, excluded_user_id FROM match_exclusions
-          WHERE event_id = $1
-            AND ($2::text IS NULL
-                 OR (change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
-                     AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot)))",
-    )
-    .bind(event)
-    .bind(since)
-    .fetch_all(&mut *tx)
-    .await
-    .context("reading exclusions")?;
-
-    let lists: Vec<MatchRow> = sqlx::query_as(
-        "SELECT user_id, matched_user_id, rank, score, algorithm_version
-           FROM user_matches WHERE event_id = $1 ORDER BY user_id, rank",
-    )
-    .bind(event)
-    .fetch_all(&mut *tx)
-    .await
-    .context("reading current matches")?;
-
-    let dirty: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT user_id FROM matchmaking_queue
-          WHERE event_id = $1 AND status IN ('pending', 'processing') AND id <> ALL($2)",
-    )
-    .bind(event)
-    .bind(claimed)
-    .fetch_all(&mut *tx)
-    .await
-    .context("reading queued attendees")?;
+            .context("reading queued attendees")?;
+            (counts.0.into_iter().zip(counts.1).collect(), counts.2, counts.3)
+        };
+        Some(Reloaded {
+            lists,
+            open_rows,
+            participant_count,
+            exclusion_count,
+        })
+    } else {
+        None
+    };
     tx.commit().await.context("ending the snapshot read")?;
 
     Ok(Some(Read {
-        pg_snapshot,
-        settings,
+        pg_snapshot: head.pg_snapshot,
+        settings: SettingsRow {
+            algorithm: head.algorithm,
+            matches_per_user: head.matches_per_user,
+            exclude_same_company: head.exclude_same_company,
+            embedding_dimensions: head.embedding_dimensions,
+        },
+        version: head.version,
         participants: participants.into_iter().map(Into::into).collect(),
-        participant_count,
-        exclusions,
-        exclusion_count,
-        lists,
-        dirty,
+        exclusions: head.excl_users.into_iter().zip(head.excl_excluded).collect(),
+        reloaded,
+        new_open_rows: if stale {
+            Vec::new()
+        } else {
+            head.queue_ids.into_iter().zip(head.queue_users).collect()
+        },
     }))
+}
+
+#[derive(sqlx::FromRow)]
+struct HeadRow {
+    pg_snapshot: String,
+    algorithm: String,
+    matches_per_user: i16,
+    exclude_same_company: bool,
+    embedding_dimensions: Option<i32>,
+    version: i64,
+    excl_users: Vec<Uuid>,
+    excl_excluded: Vec<Uuid>,
+    queue_ids: Vec<i64>,
+    queue_users: Vec<Uuid>,
+    participants_changed: bool,
 }
