@@ -30,7 +30,7 @@
 
 use crate::matching::profile::{Participant, TagInterner};
 use crate::matching::score::explain;
-use crate::matching::{self, Entry, Event, EventSettings, IdMap, IdSet, Lists};
+use crate::matching::{self, Entry, Event, EventSettings, IdMap, Lists};
 use crate::store::jobs::{self, RunTotals};
 use crate::store::matches::{self, Diff, Upsert};
 use crate::store::queue::{self, ClaimedRow, GiveBack, RetryPolicy};
@@ -195,18 +195,57 @@ impl CachedEvent {
 }
 
 /// Who still has queue work during one batch: attendees with open rows
-/// other than this batch's, and this batch's attendees until repaired.
+/// other than this batch's, and this batch's attendees until repaired. Kept
+/// as flags by participant index, since the scorer asks for every attendee
+/// of the event for every claimed one.
 struct BatchDirty<'a> {
-    open_count: &'a IdMap<Uuid, u32>,
-    claimed: IdMap<Uuid, u32>,
-    unrepaired: IdSet<Uuid>,
+    event: &'a Event,
+    other_work: Vec<bool>,
+    unrepaired: Vec<bool>,
+}
+
+impl<'a> BatchDirty<'a> {
+    fn new(event: &'a Event, open_count: &IdMap<Uuid, u32>, rows: &[ClaimedRow]) -> Self {
+        let n = event.participant_count();
+        let mut claimed: IdMap<Uuid, u32> = IdMap::default();
+        for r in rows {
+            *claimed.entry(r.user_id).or_default() += 1;
+        }
+        let mut other_work = vec![false; n];
+        for (user, &open) in open_count {
+            if open > claimed.get(user).copied().unwrap_or(0) {
+                if let Some(i) = event.index_of(user) {
+                    other_work[i] = true;
+                }
+            }
+        }
+        let mut unrepaired = vec![false; n];
+        for r in rows {
+            if let Some(i) = event.index_of(&r.user_id) {
+                unrepaired[i] = true;
+            }
+        }
+        Self {
+            event,
+            other_work,
+            unrepaired,
+        }
+    }
+
+    fn repaired(&mut self, user: &Uuid) {
+        if let Some(i) = self.event.index_of(user) {
+            self.unrepaired[i] = false;
+        }
+    }
 }
 
 impl matching::Dirty for BatchDirty<'_> {
     fn is_dirty(&self, user: &Uuid) -> bool {
-        let open = self.open_count.get(user).copied().unwrap_or(0);
-        let mine = self.claimed.get(user).copied().unwrap_or(0);
-        open > mine || self.unrepaired.contains(user)
+        self.event.index_of(user).is_some_and(|i| self.is_dirty_at(i, user))
+    }
+
+    fn is_dirty_at(&self, i: usize, _user: &Uuid) -> bool {
+        self.other_work.get(i).copied().unwrap_or(false) || self.unrepaired.get(i).copied().unwrap_or(false)
     }
 }
 
@@ -856,14 +895,7 @@ fn score_batch(
         ..
     } = cached;
     let event = &*event;
-    let mut dirty = BatchDirty {
-        open_count,
-        claimed: IdMap::default(),
-        unrepaired: rows.iter().map(|r| r.user_id).collect(),
-    };
-    for r in rows {
-        *dirty.claimed.entry(r.user_id).or_default() += 1;
-    }
+    let mut dirty = BatchDirty::new(event, open_count, rows);
     let mut out = Scored::default();
     let mut repaired = HashSet::new();
     // Every claimed attendee's scores against the event, in one kernel call.
@@ -888,7 +920,7 @@ fn score_batch(
         if !fault_delay.is_zero() {
             std::thread::sleep(fault_delay);
         }
-        dirty.unrepaired.remove(&row.user_id);
+        dirty.repaired(&row.user_id);
         let precomputed = row_of.get(&row.user_id).map(|&i| &score_rows[i * n..(i + 1) * n]);
         let r = matching::repair_with_row(event, lists, &dirty, row.user_id, precomputed);
         out.full_recomputes += r.full_recomputes;

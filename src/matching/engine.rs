@@ -80,6 +80,12 @@ fn score_at(row: &[f32], i: usize) -> Option<f32> {
 /// left for that work).
 pub trait Dirty {
     fn is_dirty(&self, user: &Uuid) -> bool;
+
+    /// [`Dirty::is_dirty`] for the participant at index `i` of the event
+    /// (implementations may answer from an array).
+    fn is_dirty_at(&self, _i: usize, user: &Uuid) -> bool {
+        self.is_dirty(user)
+    }
 }
 
 impl<S: std::hash::BuildHasher> Dirty for HashSet<Uuid, S> {
@@ -183,6 +189,11 @@ impl Event {
             Ok(alg) => p.active && alg.unmatchable_reason(p).is_none(),
             Err(_) => false,
         }
+    }
+
+    /// The position of an attendee in [`Event::participants`].
+    pub fn index_of(&self, user: &Uuid) -> Option<usize> {
+        self.index.get(user).copied()
     }
 
     /// The score of `a` and `b` when they are eligible partners, else `None`.
@@ -413,7 +424,7 @@ pub fn repair_with_row<D: Dirty + ?Sized>(
     for (i, other) in event.participants().iter().enumerate() {
         let Some(score) = score_at(row, i) else {
             // Not eligible (any more): must not stay in their list.
-            if other.user_id != user && !dirty.is_dirty(&other.user_id) {
+            if other.user_id != user && !dirty.is_dirty_at(i, &other.user_id) {
                 let holds = lists
                     .get(&other.user_id)
                     .is_some_and(|l| l.iter().any(|e| e.user == user));
@@ -425,7 +436,7 @@ pub fn repair_with_row<D: Dirty + ?Sized>(
         };
         own.offer(Entry::new(other.user_id, score));
         let v = other.user_id;
-        if dirty.is_dirty(&v) {
+        if dirty.is_dirty_at(i, &v) {
             continue;
         }
         let list = lists.entry(v).or_default();
