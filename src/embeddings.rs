@@ -222,6 +222,8 @@ struct Unique {
 type VectorResult = Result<Arc<[f32]>, EmbedError>;
 
 impl Embedder {
+    /// An embedder with a closed breaker and zero statistics. Keep one per
+    /// process (or per daemon), not per batch: the breaker lives here.
     pub fn new(provider: Provider) -> Self {
         let breaker = Breaker::new(provider.config().breaker);
         Self {
@@ -231,6 +233,7 @@ impl Embedder {
         }
     }
 
+    /// The provider this embedder calls.
     pub fn provider(&self) -> &Provider {
         &self.provider
     }
@@ -313,9 +316,9 @@ impl Embedder {
         let config = self.provider.config();
         let plan = text::plan_requests(&estimates, config.max_inputs_per_request, config.max_tokens_per_request);
         for range in plan {
+            let tokens: usize = estimates[range.clone()].iter().sum();
             let members = &misses[range];
             let inputs: Vec<&str> = members.iter().map(|&i| uniques[i].text.as_str()).collect();
-            let tokens: usize = members.iter().map(|&i| text::estimate_tokens(&uniques[i].text)).sum();
             match self.request(&inputs, tokens, deadline).await {
                 Ok(parsed) => {
                     let mut fresh: Vec<(String, Arc<[f32]>)> = Vec::new();

@@ -520,7 +520,8 @@ async fn repeated_server_errors_open_the_breaker_then_one_probe_closes_it(pool: 
             other => panic!("expected a fast failure, got {other:?}"),
         }
     }
-    assert!(t0.elapsed() < Duration::from_millis(300), "{:?}", t0.elapsed());
+    // Generous bound for a loaded machine; the request count is the proof.
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     assert_eq!(fake.requests(), 3, "no request while open");
     assert_eq!(e.stats().fast_failures, 5);
 
@@ -562,7 +563,7 @@ async fn timeouts_are_retried_then_fail_fast_and_the_deadline_is_kept(pool: PgPo
     let t1 = Instant::now();
     let got = e.embed(&pool, &[profile(2)], None).await.expect("embed");
     assert!(matches!(got[0], Err(EmbedError::ProviderUnavailable(_))));
-    assert!(t1.elapsed() < Duration::from_millis(200), "{:?}", t1.elapsed());
+    assert!(t1.elapsed() < Duration::from_millis(290), "{:?}", t1.elapsed());
     assert_eq!(fake.requests(), 3);
 
     // With a long per-request timeout, the caller's deadline still wins; a
@@ -576,7 +577,8 @@ async fn timeouts_are_retried_then_fail_fast_and_the_deadline_is_kept(pool: PgPo
     let elapsed = t2.elapsed();
     assert_eq!(got[0], Err(EmbedError::DeadlineExceeded));
     assert!(got[0].as_ref().err().is_some_and(EmbedError::is_transient));
-    assert!(elapsed < Duration::from_millis(900), "{elapsed:?}");
+    // The server would answer after 5 s and the request timeout is 10 s.
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     assert_eq!(slow.breaker_state(), BreakerState::Closed);
     // A deadline already too close sends nothing.
     let before = fake.requests();

@@ -78,6 +78,7 @@ pub struct Breaker {
 }
 
 impl Breaker {
+    /// A closed breaker.
     pub fn new(policy: BreakerPolicy) -> Self {
         Self {
             policy,

@@ -83,7 +83,9 @@ pub struct ProviderConfig {
     /// The most estimated tokens (characters / 4) in one request (OpenAI
     /// accepts 300,000).
     pub max_tokens_per_request: usize,
+    /// How a failed attempt is retried.
     pub retry: RetryPolicy,
+    /// When repeated failures stop all calls for a while.
     pub breaker: BreakerPolicy,
 }
 
