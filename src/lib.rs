@@ -11,11 +11,14 @@
 //! - [`store`]: every SQL statement, grouped by table (queue, snapshot, matches, jobs and runs).
 //! - [`matching`]: pure scoring, top-K and the bump rule; no I/O (start here to see how a
 //!   match is decided).
+//! - [`embeddings`]: the embedding provider (OpenAI-compatible HTTP) behind a
+//!   content-hash cache in PostgreSQL, with retries and a circuit breaker.
 //! - [`db`], [`telemetry`]: connecting (timeouts, redacted URLs) and logging.
 
 pub mod cli;
 pub mod commands;
 pub mod db;
+pub mod embeddings;
 pub mod matching;
 pub mod store;
 pub mod telemetry;

@@ -104,7 +104,12 @@ async fn commands_before_migrate_say_to_migrate(pool: PgPool) {
     }
     let o = matchmaker(Some(&url), &["migrate"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("applied 3 migration(s)"), "{}", stdout(&o));
+    let all = matchmaker::commands::migrate::MIGRATOR.iter().count();
+    assert!(
+        stdout(&o).contains(&format!("applied {all} migration(s)")),
+        "{}",
+        stdout(&o)
+    );
     let o = matchmaker(Some(&url), &["migrate"]);
     assert!(stdout(&o).contains("nothing applied"), "{}", stdout(&o));
 }
