@@ -12,9 +12,10 @@
 //! (tags and keywords are keyed and interned as in [`super::profile`]):
 //!
 //! - `I = |I_a ∩ I_b| / |I_a ∪ I_b|`, the Jaccard overlap of interests;
-//! - `C = ½·(|LF_a ∩ OF_b| / |LF_a| + |LF_b ∩ OF_a| / |LF_b|)`,
-//!   complementarity both ways: the share of what each looks for that the
-//!   other offers (a fraction with an empty `looking_for` is 0);
+//! - `C = (|LF_a ∩ OF_b| + |LF_b ∩ OF_a|) / (|LF_a| + |LF_b|)`,
+//!   complementarity both ways: the share of everything the two look for
+//!   that the other offers (0 when neither looks for anything). When only
+//!   one of them looks for something, the pair is judged on that alone.
 //! - `K = |K_a ∩ K_b| / √(|K_a|·|K_b|)`, the overlap of role and bio keywords
 //!   (0 when either has none);
 //! - `E = clamp(cos, 0, 1)`, the embedding similarity, only when both
@@ -242,9 +243,8 @@ pub fn hybrid_with_similarity(a: &Participant, b: &Participant, e: Option<f32>) 
     let shared_keywords = overlap(&a.keywords, &b.keywords);
 
     let i = ratio(shared, union as f64);
-    // Each direction's share, then a commutative sum: the same bits from
-    // either side.
-    let c = 0.5 * (ratio(a_gets, a.looking_for.len() as f64) + ratio(b_gets, b.looking_for.len() as f64));
+    // Integer sums: the same from either side.
+    let c = ratio(a_gets + b_gets, (a.looking_for.len() + b.looking_for.len()) as f64);
     let k = ratio(
         shared_keywords,
         ((a.keywords.len() as u64 * b.keywords.len() as u64) as f64).sqrt(),
@@ -505,17 +505,17 @@ mod tests {
             None,
         );
         let h = hybrid(&a, &b);
-        // I = 2/4; C = ½·(1/1 + 1/2); no keywords, no embedding.
+        // I = 2/4; C = (1 + 1) / (1 + 2); no keywords, no embedding.
         assert!(h.overlap);
         assert!((h.interests - 0.5).abs() < 1e-6);
-        assert!((h.complementarity - 0.75).abs() < 1e-6);
+        assert!((h.complementarity - 2.0 / 3.0).abs() < 1e-6);
         assert_eq!(h.keywords, 0.0);
         assert_eq!(h.similarity, None);
-        let blend = (0.35 * 0.5 + 0.35 * 0.75) / 0.8;
+        let blend = (0.35 * 0.5 + 0.35 * (2.0 / 3.0)) / 0.8;
         assert!((h.score - (0.2 + 0.8 * blend) as f32).abs() < 1e-6);
         // With an embedding, E takes its weight.
         let h = hybrid_with_similarity(&a, &b, Some(0.5));
-        let blend = (0.35 * 0.5 + 0.35 * 0.75 + 0.2 * 0.5) / 1.0;
+        let blend = (0.35 * 0.5 + 0.35 * (2.0 / 3.0) + 0.2 * 0.5) / 1.0;
         assert!((h.score - (0.2 + 0.8 * blend) as f32).abs() < 1e-6);
         // Keywords: {founder, battery, grid} and {battery, grid, policy}: K = 2/3.
         let c = Participant::from_row(
