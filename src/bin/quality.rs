@@ -32,6 +32,11 @@
 //!   within a community and 0 across); `--missing-embeddings` of attendees
 //!   have none.
 //!
+//! The last column is the failure hybrid-v1 rules out: the share of
+//! attendees whose list holds a partner with nothing in common (no shared
+//! interest or keyword, no complement) while a partner with real overlap
+//! was left out.
+//!
 //! A partner is **relevant** when they share the attendee's community, or
 //! belong to a community with a planted complement either way, or one
 //! really needs a generic service the other really offers (whether or not
@@ -43,7 +48,7 @@
 
 use clap::Parser;
 use matchmaker::matching::profile::{Participant, ParticipantRow, TagInterner};
-use matchmaker::matching::score::{cosine, Algorithm};
+use matchmaker::matching::score::{cosine, hybrid_with_similarity, Algorithm};
 use matchmaker::matching::topk::{Entry, TopK};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -518,11 +523,16 @@ fn old_key(t: &str) -> String {
         .join(" ")
 }
 
-/// Precision@K of one scorer: overall, sparse profiles, full profiles.
-type Precision = [f64; 3];
+/// What one scorer achieved: precision@K overall, for sparse profiles and
+/// for full ones, and the share of lists where a stranger displaced a
+/// partner with real overlap.
+type Metrics = [f64; 4];
 
-fn precision(g: &Generated, lists: &[Vec<usize>], k: usize) -> Precision {
+/// `overlap[u][v]`: hybrid-v1's "real overlap" (a shared interest or
+/// keyword, or a complement either way).
+fn metrics(g: &Generated, overlap: &[Vec<bool>], lists: &[Vec<usize>], k: usize) -> Metrics {
     let (mut sum, mut n) = ([0.0; 3], [0usize; 3]);
+    let mut displaced = 0usize;
     for (u, list) in lists.iter().enumerate() {
         let hits = list.iter().filter(|v| g.relevant(u, **v)).count();
         let p = hits as f64 / k as f64;
@@ -531,11 +541,17 @@ fn precision(g: &Generated, lists: &[Vec<usize>], k: usize) -> Precision {
             sum[i] += p;
             n[i] += 1;
         }
+        let listed_overlaps = list.iter().filter(|v| overlap[u][**v]).count();
+        let available = overlap[u].iter().filter(|o| **o).count();
+        if listed_overlaps < list.len() && listed_overlaps < available {
+            displaced += 1;
+        }
     }
-    std::array::from_fn(|i| if n[i] == 0 { f64::NAN } else { sum[i] / n[i] as f64 })
+    let mean = |i: usize| if n[i] == 0 { f64::NAN } else { sum[i] / n[i] as f64 };
+    [mean(0), mean(1), mean(2), displaced as f64 / lists.len().max(1) as f64]
 }
 
-fn evaluate(args: &Args, seed: u64) -> Vec<(String, Precision)> {
+fn evaluate(args: &Args, seed: u64) -> Vec<(String, Metrics)> {
     let g = generate(args, seed);
     let k = args.k as usize;
     let mut tags = TagInterner::default();
@@ -553,6 +569,15 @@ fn evaluate(args: &Args, seed: u64) -> Vec<(String, Precision)> {
                 ..a.row.clone()
             };
             Participant::from_row(&row, None, &mut tags)
+        })
+        .collect();
+    let overlap: Vec<Vec<bool>> = without
+        .iter()
+        .map(|a| {
+            without
+                .iter()
+                .map(|b| a.user_id != b.user_id && hybrid_with_similarity(a, b, None).overlap)
+                .collect()
         })
         .collect();
     let (mut exact_ids, mut old_ids) = (HashMap::new(), HashMap::new());
@@ -625,7 +650,7 @@ fn evaluate(args: &Args, seed: u64) -> Vec<(String, Precision)> {
     }
     rows.into_iter()
         .map(|(name, l)| {
-            let p = precision(&g, &l, k);
+            let p = metrics(&g, &overlap, &l, k);
             (name, p)
         })
         .collect()
@@ -645,12 +670,12 @@ fn cell(values: &[f64]) -> String {
     format!("{mean:.3} ({lo:.3}–{hi:.3})")
 }
 
-fn table(k: u64, results: &[Vec<(String, Precision)>]) {
-    println!("| scorer | precision@{k} | sparse profiles | full profiles |");
-    println!("| --- | --- | --- | --- |");
+fn table(k: u64, results: &[Vec<(String, Metrics)>]) {
+    println!("| scorer | precision@{k} | sparse profiles | full profiles | stranger displaced an overlap |");
+    println!("| --- | --- | --- | --- | --- |");
     for (i, (name, _)) in results[0].iter().enumerate() {
         let col = |j: usize| cell(&results.iter().map(|r| r[i].1[j]).collect::<Vec<_>>());
-        println!("| {name} | {} | {} | {} |", col(0), col(1), col(2));
+        println!("| {name} | {} | {} | {} | {} |", col(0), col(1), col(2), col(3));
     }
 }
 
