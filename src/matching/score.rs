@@ -45,7 +45,8 @@
 //! a weighted mean in [0, 1] and `0.2 + 0.8·blend ≥ 0.2` (adding a
 //! non-negative number never rounds below the representable 0.2 in `f64`),
 //! while `0.1·E ≤ 0.1`. The final clamp to [0, 1] and the `f64 → f32`
-//! rounding are monotone, so they keep `≥ f32(0.2) > f32(0.1) ≥`. The rank
+//! rounding are monotone, so overlap scores stay `≥ 0.2_f32` and the others
+//! `≤ 0.1_f32`. The rank
 //! order puts a strictly higher score first, so in every attendee's list
 //! every partner with real overlap ranks before every partner without.
 //! Among strangers, a closer embedding ranks first.
@@ -61,6 +62,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+
 /// A scoring algorithm, as stored in `events.algorithm` and on every match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -251,8 +253,8 @@ pub fn hybrid_with_similarity(a: &Participant, b: &Participant, e: Option<f32>) 
     );
     let e_term = e.map(unit);
 
-    let overlap = shared + a_gets + b_gets + shared_keywords > 0;
-    let score = if overlap {
+    let real_overlap = shared + a_gets + b_gets + shared_keywords > 0;
+    let score = if real_overlap {
         let (sum, weight) = match e_term {
             Some(x) => (
                 W_INTERESTS * i + W_COMPLEMENT * c + W_KEYWORDS * k + W_EMBEDDING * x,
@@ -268,7 +270,7 @@ pub fn hybrid_with_similarity(a: &Participant, b: &Participant, e: Option<f32>) 
         STRANGER_CEILING * e_term.unwrap_or(0.0)
     };
     HybridTerms {
-        overlap,
+        overlap: real_overlap,
         interests: i as f32,
         complementarity: c as f32,
         keywords: k as f32,
