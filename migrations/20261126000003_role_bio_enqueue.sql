@@ -42,8 +42,8 @@ BEGIN
 END
 $$;
 
--- hybrid-v1 scores changed with this release (keywords, complementarity per
--- direction, the overlap floor). Lists already stored for hybrid-v1 events
+-- hybrid-v1 scores changed with this release (plural-aware tag keys, role
+-- and bio keywords, the overlap floor). Lists already stored for hybrid-v1 events
 -- were exact under the old formula only, so every active attendee of those
 -- events is re-matched, at the lowest priority (joins and edits go first).
 -- A no-op on a fresh database.
