@@ -5,9 +5,11 @@
 //! calls [`repair`] once per claimed attendee, and writes back the lists that
 //! changed.
 //!
-//! - [`profile`]: a participant normalised for scoring (interned tags,
-//!   unit-length embedding, company key) and the validation of raw rows.
-//! - [`score`]: the algorithms (`cosine-v1`, `hybrid-v1`) and the reasons.
+//! - [`profile`]: a participant normalised for scoring (interned tag keys,
+//!   role and bio keywords, the attendee's own spellings, unit-length
+//!   embedding, company key) and the validation of raw rows.
+//! - [`score`]: the algorithms (`cosine-v1`, `hybrid-v1`, with its
+//!   never-outranks guarantee) and the reasons.
 //! - [`topk`]: ranking order, top-K selection and the bump rule.
 //! - [`kernel`]: dot products, pair by pair or a batch against the event,
 //!   with the same bits either way.

@@ -105,6 +105,7 @@ async fn commands_before_migrate_say_to_migrate(pool: PgPool) {
     let o = matchmaker(Some(&url), &["migrate"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let all = matchmaker::commands::migrate::MIGRATOR.iter().count();
+    assert!(all >= 3, "the role/bio trigger migration is embedded");
     assert!(
         stdout(&o).contains(&format!("applied {all} migration(s)")),
         "{}",

@@ -155,11 +155,24 @@ async fn run_seed(pool: &PgPool, seed: u64) {
                 insert_profile(pool, event, &p).await;
                 users.push(p.user_id);
             }
-            25..=49 => {
+            25..=44 => {
                 let u = pick(&mut rng, &users);
                 let mut p = random_profile(&mut rng, dims);
                 p.user_id = u;
                 update_profile(pool, event, &p).await;
+            }
+            45..=49 => {
+                // Only role and bio (hybrid-v1 keywords) change.
+                let u = pick(&mut rng, &users);
+                let (role, bio) = random_role_and_bio(&mut rng);
+                sqlx::query("UPDATE event_participants SET role = $3, bio = $4 WHERE event_id = $1 AND user_id = $2")
+                    .bind(event)
+                    .bind(u)
+                    .bind(role)
+                    .bind(bio)
+                    .execute(pool)
+                    .await
+                    .expect("role and bio edit");
             }
             50..=59 => {
                 let u = pick(&mut rng, &users);

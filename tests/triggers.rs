@@ -52,7 +52,27 @@ async fn joins_and_edits_enqueue_one_row_with_the_highest_priority(pool: PgPool)
     assert_eq!(pending(&pool).await, vec![(p.user_id, "joined".into(), 3)]);
     clear_queue(&pool).await;
     // A change that does not affect scores enqueues nothing.
-    sqlx::query("UPDATE event_participants SET display_name = 'New Name', role = 'CTO', bio = 'Hi'")
+    sqlx::query("UPDATE event_participants SET display_name = 'New Name'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(pending(&pool).await.is_empty());
+    // Role and bio are hybrid-v1 keywords: editing either enqueues the attendee.
+    for edit in [
+        "UPDATE event_participants SET role = 'CTO'",
+        "UPDATE event_participants SET bio = 'Hi'",
+        "UPDATE event_participants SET bio = NULL",
+    ] {
+        sqlx::query(edit).execute(&pool).await.unwrap();
+        assert_eq!(
+            pending(&pool).await,
+            vec![(p.user_id, "profile_updated".into(), 2)],
+            "{edit}"
+        );
+        clear_queue(&pool).await;
+    }
+    // Writing the same role again changes nothing.
+    sqlx::query("UPDATE event_participants SET role = 'CTO', bio = NULL")
         .execute(&pool)
         .await
         .unwrap();
@@ -239,6 +259,8 @@ async fn a_newcomer_rewrites_only_what_it_changes_and_rows_keep_their_identity(p
     let newcomer = Profile {
         user_id: Uuid::new_v4(),
         company: Some("Newco".into()),
+        role: None,
+        bio: None,
         interests: vec![],
         looking_for: vec![],
         offering: vec![],

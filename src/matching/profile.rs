@@ -1,4 +1,42 @@
 //! A participant as the scorers see it, and the validation of raw rows.
+//!
+//! ## Tags
+//!
+//! Interests, `looking_for` and `offering` are free text. Two tags are the
+//! same tag when their *keys* are equal ([`normalize_tag`]):
+//!
+//! - letters are lower-cased; apostrophes are dropped ("founder's" →
+//!   "founders"); every other run of characters that are not letters or
+//!   digits is one space;
+//! - each word loses a simple English plural ([`stem_word`]): "Learnings" →
+//!   "learning", "batteries" → "battery", "classes" → "class", "LLMs" →
+//!   "llm", "VCs" → "vc". Words ending in "ss", "us" or "is" ("business",
+//!   "status", "analysis"), a few singular words ending in "s" ("news",
+//!   "series", "gas", "AWS"), words of one or two letters and words with a
+//!   digit ("k8s") are left alone. Acronym plurals written as such ("APIs",
+//!   "GPUs") lose their "s" too;
+//! - the key is cut to [`MAX_TAG_CHARS`] characters.
+//!
+//! So "Machine-Learning", "machine learning", "machine learning!" and
+//! "Machine Learnings" are one tag. The rule is a pure function of the text:
+//! whether two tags are equal never depends on who else is in the event.
+//!
+//! ## Keywords of role and bio
+//!
+//! The role, then the first [`MAX_BIO_CHARS`] characters of the bio, are
+//! split into words keyed like tag words. Stop words ("the", "passionate",
+//! "working", …), numbers and words of fewer than three letters are dropped,
+//! except upper-case acronyms ("AI", "VC", "UX"). The first [`MAX_KEYWORDS`]
+//! distinct keys are the attendee's keywords. A huge bio therefore costs no
+//! more than a short one.
+//!
+//! ## Ids and spellings
+//!
+//! Tags and keywords are interned by one [`TagInterner`] (equal keys, equal
+//! ids), so every overlap the scorers compute is a merge of two sorted `u32`
+//! lists. Each participant also remembers how *they* spelled each of their
+//! ids ([`Spelling`]), so that reasons quote an attendee's own words
+//! ("Climate Tech", not "climate tech").
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +48,16 @@ pub const MAX_DIMENSIONS: usize = 16_000;
 pub const MAX_TAGS: usize = 500;
 /// Tags longer than this (in characters) are cut before matching.
 pub const MAX_TAG_CHARS: usize = 200;
+/// Only the first characters of a tag are read (four times
+/// [`MAX_TAG_CHARS`], enough for any punctuation between the words kept).
+const MAX_TAG_INPUT_CHARS: usize = 4 * MAX_TAG_CHARS;
+/// Only the first characters of a role are read for keywords.
+pub const MAX_ROLE_CHARS: usize = 200;
+/// Only the first characters of a bio are read for keywords. The snapshot
+/// read sends no more than this from the database (`left(bio, 2000)`).
+pub const MAX_BIO_CHARS: usize = 2000;
+/// The most keywords one attendee's role and bio give.
+pub const MAX_KEYWORDS: usize = 24;
 
 /// A participant row as the application wrote it. Every field is as lenient
 /// as the column: NULL array elements and NULL vector components survive
@@ -20,6 +68,8 @@ pub struct ParticipantRow {
     pub active: bool,
     pub company: Option<String>,
     pub role: Option<String>,
+    /// Only the first [`MAX_BIO_CHARS`] characters matter.
+    pub bio: Option<String>,
     pub interests: Option<Vec<Option<String>>>,
     pub looking_for: Option<Vec<Option<String>>>,
     pub offering: Option<Vec<Option<String>>>,
@@ -36,6 +86,7 @@ impl Default for ParticipantRow {
             active: false,
             company: None,
             role: None,
+            bio: None,
             interests: None,
             looking_for: None,
             offering: None,
@@ -56,6 +107,19 @@ pub enum Embedding {
     Invalid(String),
 }
 
+/// How one participant wrote one of their tag or keyword ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spelling {
+    /// The tag or keyword id.
+    pub id: u32,
+    /// The spelling, as a [`TagInterner::spelling`] id.
+    pub text: u32,
+    /// Where it first appears in the participant's own lists (interests,
+    /// then looking_for, then offering, then role and bio), so reasons list
+    /// things in the order the attendee did.
+    pub order: u32,
+}
+
 /// A participant normalised for scoring.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Participant {
@@ -67,6 +131,11 @@ pub struct Participant {
     pub interests: Vec<u32>,
     pub looking_for: Vec<u32>,
     pub offering: Vec<u32>,
+    /// Sorted, de-duplicated keyword ids of role and bio (at most
+    /// [`MAX_KEYWORDS`]).
+    pub keywords: Vec<u32>,
+    /// This participant's own spelling of each id above, sorted by id.
+    pub spellings: Box<[Spelling]>,
     pub embedding: Embedding,
     /// Malformed input other than the embedding (e.g. too many tags).
     pub problem: Option<String>,
@@ -77,6 +146,7 @@ impl Participant {
     /// `embedding_dimensions`, when set.
     pub fn from_row(row: &ParticipantRow, dimensions: Option<usize>, tags: &mut TagInterner) -> Self {
         let mut problem = None;
+        let mut spellings: Vec<Spelling> = Vec::new();
         let mut tag_list = |name: &str, raw: &Option<Vec<Option<String>>>| -> Vec<u32> {
             let raw = raw.as_deref().unwrap_or(&[]);
             if raw.len() > MAX_TAGS {
@@ -85,7 +155,14 @@ impl Participant {
                 });
                 return Vec::new();
             }
-            let mut ids: Vec<u32> = raw.iter().flatten().filter_map(|t| tags.intern(t)).collect();
+            let mut ids = Vec::with_capacity(raw.len());
+            for tag in raw.iter().flatten() {
+                if let Some((id, text)) = tags.intern_spelled(tag) {
+                    ids.push(id);
+                    let order = u32::try_from(spellings.len()).unwrap_or(u32::MAX);
+                    spellings.push(Spelling { id, text, order });
+                }
+            }
             ids.sort_unstable();
             ids.dedup();
             ids
@@ -93,6 +170,10 @@ impl Participant {
         let interests = tag_list("interests", &row.interests);
         let looking_for = tag_list("looking_for", &row.looking_for);
         let offering = tag_list("offering", &row.offering);
+        let keywords = keywords(row.role.as_deref(), row.bio.as_deref(), tags, &mut spellings);
+        // The first spelling of each id wins (the lowest order).
+        spellings.sort_by_key(|s| (s.id, s.order));
+        spellings.dedup_by_key(|s| s.id);
         Self {
             user_id: row.user_id,
             active: row.active,
@@ -100,6 +181,8 @@ impl Participant {
             interests,
             looking_for,
             offering,
+            keywords,
+            spellings: spellings.into_boxed_slice(),
             embedding: if row.embedding_ndims > 1 {
                 Embedding::Invalid(format!(
                     "embedding is a {}-dimensional array; a flat list of numbers is expected",
@@ -110,6 +193,14 @@ impl Participant {
             },
             problem,
         }
+    }
+
+    /// How this participant wrote a tag or keyword id, when it is theirs.
+    pub fn spelling(&self, id: u32) -> Option<Spelling> {
+        self.spellings
+            .binary_search_by_key(&id, |s| s.id)
+            .ok()
+            .map(|i| self.spellings[i])
     }
 }
 
@@ -124,32 +215,250 @@ pub fn company_key(company: Option<&str>) -> Option<String> {
     (!key.is_empty()).then_some(key)
 }
 
-/// Normalises a tag: lower case, every run of characters that are not
-/// letters or digits becomes one space, trimmed, cut to [`MAX_TAG_CHARS`].
-/// Returns `None` for a tag with no letter or digit.
-pub fn normalize_tag(tag: &str) -> Option<String> {
-    let mut out = String::with_capacity(tag.len().min(MAX_TAG_CHARS));
-    let mut pending_space = false;
-    let mut chars = 0usize;
-    for c in tag.chars() {
-        if c.is_alphanumeric() {
-            if pending_space && !out.is_empty() {
-                out.push(' ');
-                chars += 1;
-            }
-            pending_space = false;
-            for l in c.to_lowercase() {
-                out.push(l);
-                chars += 1;
-            }
-            if chars >= MAX_TAG_CHARS {
-                break;
-            }
-        } else {
-            pending_space = true;
+/// Singular nouns that end in "s" and must not lose it.
+const SINGULAR_S: &[&str] = &[
+    "alias", "atlas", "aws", "bias", "canvas", "chaos", "cms", "dns", "gas", "gps", "ios", "lens", "mars", "news",
+    "saas", "series", "sms", "species",
+];
+
+/// Words that say nothing about what an attendee does: dropped from
+/// keywords. Sorted (binary search); compared with both the lower-cased word
+/// and its key ("thanks" and "thank").
+#[rustfmt::skip]
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "above", "after", "again", "against", "all", "almost", "along", "already", "also", "although",
+    "always", "am", "among", "an", "and", "another", "any", "anyone", "anything", "are", "around", "as", "ask", "at",
+    "away", "back", "background", "based", "be", "became", "because", "become", "been", "before", "being", "below",
+    "best", "better", "between", "both", "bring", "build", "building", "but", "by", "came", "can", "cannot", "career",
+    "chat", "co", "com", "come", "company", "connect", "could", "currently", "day", "days", "did", "do", "does",
+    "doing", "done", "down", "during", "each", "easy", "eg", "either", "else", "enjoy", "enjoying", "etc", "even",
+    "ever", "every", "everyone", "everything", "excited", "experience", "experienced", "far", "feel", "few", "field",
+    "find", "first", "focus", "focused", "for", "found", "from", "fun", "further", "get", "getting", "give", "go",
+    "going", "good", "got", "great", "had", "happy", "has", "have", "having", "he", "hello", "help", "her", "here",
+    "hers", "herself", "hey", "hi", "him", "himself", "his", "how", "however", "http", "https", "ie", "if", "in",
+    "inc", "industry", "interested", "into", "is", "it", "its", "itself", "join", "joined", "journey", "just", "keen",
+    "know", "last", "least", "less", "let", "like", "likely", "little", "llc", "looking", "lot", "love", "ltd",
+    "made", "main", "make", "making", "many", "may", "me", "meet", "might", "mine", "more", "most", "mostly", "much",
+    "must", "my", "myself", "near", "need", "never", "new", "next", "nice", "no", "nor", "not", "now", "of", "off",
+    "often", "on", "once", "one", "only", "or", "org", "other", "others", "our", "ours", "ourselves", "out", "over",
+    "own", "part", "passion", "passionate", "people", "per", "please", "pretty", "previously", "professional",
+    "quite", "rather", "re", "really", "recently", "say", "see", "seen", "several", "she", "should", "since", "so",
+    "some", "someone", "something", "sometimes", "still", "such", "sure", "take", "talk", "team", "than", "thank",
+    "thanks", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "thing",
+    "think", "thinking", "this", "those", "though", "through", "thus", "time", "to", "today", "together", "too",
+    "toward", "towards", "try", "two", "under", "until", "up", "upon", "us", "use", "used", "using", "very", "via",
+    "want", "was", "way", "we", "well", "went", "were", "what", "when", "where", "whether", "which", "while", "who",
+    "whom", "whose", "why", "will", "with", "within", "without", "work", "worked", "working", "world", "would", "www",
+    "year", "yes", "yet", "you", "your", "yours", "yourself", "yourselves",
+];
+
+/// Reduces a lower-case word to its singular key, in place: the simple
+/// plural rule of [`normalize_tag`].
+///
+/// - words of fewer than three characters, or with anything but `a`–`z`,
+///   and the words of [`SINGULAR_S`] ("news", "gas", "AWS"), are left alone;
+/// - "…ss", "…us", "…is" are left alone ("business", "status", "analysis");
+/// - "…ies" becomes "…y" ("batteries" → "battery");
+/// - otherwise a final "s" goes ("learnings" → "learning");
+/// - then a final "e" after "s", "x", "z", "ch" or "sh" goes, in singular
+///   and plural alike, so that "classes"/"class", "matches"/"match" and
+///   "niches"/"niche" meet ("class", "match", "nich").
+///
+/// The result is a key, not always a word; reasons show the attendee's own
+/// spelling.
+pub fn stem_word(word: &mut String) {
+    let b = word.as_bytes();
+    let n = b.len();
+    if n < 3 || !b.iter().all(u8::is_ascii_lowercase) || SINGULAR_S.binary_search(&word.as_str()).is_ok() {
+        return;
+    }
+    if word.ends_with("ss") || word.ends_with("us") || word.ends_with("is") {
+        return;
+    }
+    if n >= 5 && word.ends_with("ies") {
+        word.truncate(n - 3);
+        word.push('y');
+        return;
+    }
+    if word.ends_with('s') {
+        word.truncate(n - 1);
+    }
+    let b = word.as_bytes();
+    let n = b.len();
+    if n >= 4 && b[n - 1] == b'e' {
+        let sibilant =
+            matches!(b[n - 2], b's' | b'x' | b'z') || (matches!(b[n - 2], b'h') && matches!(b[n - 3], b'c' | b's'));
+        if sibilant {
+            word.truncate(n - 1);
         }
     }
+}
+
+/// Characters dropped inside a word rather than splitting it ("founder's").
+fn is_apostrophe(c: char) -> bool {
+    matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{02BC}' | '`')
+}
+
+/// One word of a text, as [`split_words`] hands it out.
+#[derive(Debug, Default)]
+struct Word {
+    /// As written: letters and digits only.
+    original: String,
+    /// Lower-cased.
+    lower: String,
+    /// Lower-cased and stemmed: what is compared.
+    key: String,
+    chars: usize,
+    /// How many of the first characters are upper-case letters.
+    leading_upper: usize,
+}
+
+impl Word {
+    fn push(&mut self, c: char) {
+        if self.leading_upper == self.chars && c.is_uppercase() {
+            self.leading_upper += 1;
+        }
+        self.original.push(c);
+        self.lower.extend(c.to_lowercase());
+        self.chars += 1;
+    }
+
+    /// Computes the key: "LLMs", "VCs" (upper-case letters then a lower-case
+    /// "s") lose the "s"; other words go through [`stem_word`].
+    fn finish(&mut self) {
+        self.key.clear();
+        self.key.push_str(&self.lower);
+        if self.chars >= 3 && self.leading_upper == self.chars - 1 && self.original.ends_with('s') {
+            self.key.pop();
+        } else {
+            stem_word(&mut self.key);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.original.clear();
+        self.lower.clear();
+        self.key.clear();
+        self.chars = 0;
+        self.leading_upper = 0;
+    }
+
+    /// All upper case, at least two letters ("AI", "VC").
+    fn is_acronym(&self) -> bool {
+        self.chars >= 2 && self.leading_upper == self.chars
+    }
+
+    /// How to quote it: as written when it has a capital after its first
+    /// letter ("AI", "LLMs", "PyTorch"), else lower case ("Batteries" at the
+    /// start of a sentence is "batteries").
+    fn display(&self) -> &str {
+        if self.original.chars().skip(1).any(char::is_uppercase) {
+            &self.original
+        } else {
+            &self.lower
+        }
+    }
+
+    /// Worth comparing: not a number, a stop word, a stray letter or two,
+    /// or an implausibly long run (a URL or a hash).
+    fn is_keyword(&self) -> bool {
+        if self.chars > 30 || (self.chars < 3 && !self.is_acronym()) || self.lower.chars().all(char::is_numeric) {
+            return false;
+        }
+        STOP_WORDS.binary_search(&self.lower.as_str()).is_err() && STOP_WORDS.binary_search(&self.key.as_str()).is_err()
+    }
+}
+
+/// Calls `f` with every word of `text` (a maximal run of letters and
+/// digits; apostrophes inside are skipped) until `f` returns `false`.
+fn split_words(text: impl Iterator<Item = char>, mut f: impl FnMut(&Word) -> bool) {
+    let mut w = Word::default();
+    for c in text {
+        if c.is_alphanumeric() {
+            w.push(c);
+        } else if !is_apostrophe(c) && w.chars > 0 {
+            w.finish();
+            if !f(&w) {
+                return;
+            }
+            w.clear();
+        }
+    }
+    if w.chars > 0 {
+        w.finish();
+        f(&w);
+    }
+}
+
+/// The key of a tag (see the module docs): lower case, apostrophes dropped,
+/// every other run of characters that are not letters or digits one space,
+/// each word singular ([`stem_word`]), cut to [`MAX_TAG_CHARS`] characters.
+/// Returns `None` for a tag with no letter or digit.
+pub fn normalize_tag(tag: &str) -> Option<String> {
+    let mut out = String::with_capacity(tag.len().min(MAX_TAG_CHARS) + 8);
+    split_words(tag.chars().take(MAX_TAG_INPUT_CHARS), |w| {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&w.key);
+        true
+    });
+    if let Some((cut, _)) = out.char_indices().nth(MAX_TAG_CHARS) {
+        out.truncate(cut);
+        out.truncate(out.trim_end().len());
+    }
     (!out.is_empty()).then_some(out)
+}
+
+/// How a tag is quoted back to its author: trimmed, every run of white
+/// space or control characters one space, cut to [`MAX_TAG_CHARS`].
+pub fn display_tag(tag: &str) -> String {
+    let mut out = String::with_capacity(tag.len().min(MAX_TAG_CHARS));
+    let (mut space, mut chars) = (false, 0usize);
+    for c in tag.chars().take(MAX_TAG_INPUT_CHARS) {
+        if c.is_whitespace() || c.is_control() {
+            space = true;
+            continue;
+        }
+        if space && !out.is_empty() {
+            out.push(' ');
+            chars += 1;
+        }
+        space = false;
+        out.push(c);
+        chars += 1;
+        if chars >= MAX_TAG_CHARS {
+            break;
+        }
+    }
+    out
+}
+
+/// The keyword ids of a role and bio (see the module docs), sorted; their
+/// spellings are appended to `spellings`.
+fn keywords(role: Option<&str>, bio: Option<&str>, tags: &mut TagInterner, spellings: &mut Vec<Spelling>) -> Vec<u32> {
+    let mut ids: Vec<u32> = Vec::new();
+    let role = role.unwrap_or_default().chars().take(MAX_ROLE_CHARS);
+    let bio = bio.unwrap_or_default().chars().take(MAX_BIO_CHARS);
+    // The space keeps the role's last word and the bio's first apart.
+    split_words(role.chain(std::iter::once(' ')).chain(bio), |w| {
+        if !w.is_keyword() {
+            return true;
+        }
+        let Some(text) = tags.spelling_id(w.display()) else {
+            return true;
+        };
+        if let Some(id) = tags.intern_key(&w.key, text) {
+            if !ids.contains(&id) {
+                ids.push(id);
+                let order = u32::try_from(spellings.len()).unwrap_or(u32::MAX);
+                spellings.push(Spelling { id, text, order });
+            }
+        }
+        ids.len() < MAX_KEYWORDS
+    });
+    ids.sort_unstable();
+    ids
 }
 
 /// Validates a raw embedding and scales it to unit length.
@@ -196,30 +505,84 @@ pub fn validate_embedding(raw: Option<&[Option<f32>]>, dimensions: Option<usize>
     Embedding::Valid(values.iter().map(|x| (x / norm) as f32).collect())
 }
 
-/// Interns normalised tags as small integers, so overlaps are merges of
-/// sorted integer lists. Ids are stable for the life of one event snapshot.
+/// Interns tag and keyword keys as small integers, so overlaps are merges of
+/// sorted integer lists, and spellings, so reasons can quote attendees. Ids
+/// are stable for the life of one event snapshot; scores never depend on
+/// their values, only on which are equal.
 #[derive(Debug, Default, Clone)]
 pub struct TagInterner {
     ids: HashMap<String, u32>,
     names: Vec<String>,
+    /// The first spelling seen of each id.
+    first_spelling: Vec<u32>,
+    spelling_ids: HashMap<String, u32>,
+    spellings: Vec<String>,
 }
 
 impl TagInterner {
     /// Returns the id of a tag, or `None` when it normalises to nothing.
     pub fn intern(&mut self, tag: &str) -> Option<u32> {
+        self.intern_spelled(tag).map(|(id, _)| id)
+    }
+
+    /// Returns the id of a tag and of its spelling ([`display_tag`]), or
+    /// `None` when it normalises to nothing.
+    pub fn intern_spelled(&mut self, tag: &str) -> Option<(u32, u32)> {
         let key = normalize_tag(tag)?;
-        if let Some(id) = self.ids.get(&key) {
+        let text = self.spelling_id(&display_tag(tag))?;
+        let id = self.intern_key(&key, text)?;
+        Some((id, text))
+    }
+
+    /// The id of an already normalised key; `spelling` is remembered when
+    /// the key is new.
+    fn intern_key(&mut self, key: &str, spelling: u32) -> Option<u32> {
+        if let Some(id) = self.ids.get(key) {
             return Some(*id);
         }
         let id = u32::try_from(self.names.len()).ok()?;
-        self.names.push(key.clone());
-        self.ids.insert(key, id);
+        self.names.push(key.to_string());
+        self.first_spelling.push(spelling);
+        self.ids.insert(key.to_string(), id);
         Some(id)
     }
 
-    /// The normalised text of a tag id.
+    /// The id of a spelling.
+    fn spelling_id(&mut self, text: &str) -> Option<u32> {
+        if let Some(id) = self.spelling_ids.get(text) {
+            return Some(*id);
+        }
+        let id = u32::try_from(self.spellings.len()).ok()?;
+        self.spellings.push(text.to_string());
+        self.spelling_ids.insert(text.to_string(), id);
+        Some(id)
+    }
+
+    /// The normalised key of a tag or keyword id.
     pub fn name(&self, id: u32) -> &str {
         self.names.get(id as usize).map(String::as_str).unwrap_or("")
+    }
+
+    /// The first spelling seen of a tag or keyword id (anyone's).
+    pub fn display(&self, id: u32) -> &str {
+        self.first_spelling
+            .get(id as usize)
+            .map(|s| self.spelling(*s))
+            .unwrap_or("")
+    }
+
+    /// The text of a spelling id ([`Spelling::text`]).
+    pub fn spelling(&self, text: u32) -> &str {
+        self.spellings.get(text as usize).map(String::as_str).unwrap_or("")
+    }
+
+    /// How one participant wrote an id: their own spelling when they have
+    /// one, else the first one seen.
+    pub fn spelled_by(&self, p: &Participant, id: u32) -> &str {
+        match p.spelling(id) {
+            Some(s) => self.spelling(s.text),
+            None => self.display(id),
+        }
     }
 }
 
@@ -283,5 +646,122 @@ mod tests {
         assert_eq!(p.interests.len(), 1);
         assert!(p.looking_for.is_empty());
         assert!(p.problem.as_deref().unwrap_or("").contains("looking_for has 501"));
+    }
+
+    #[test]
+    fn spelling_variants_share_one_key() {
+        let same = |xs: &[&str]| {
+            let keys: Vec<Option<String>> = xs.iter().map(|x| normalize_tag(x)).collect();
+            assert!(keys.iter().all(|k| k.is_some() && *k == keys[0]), "{xs:?} → {keys:?}");
+        };
+        same(&[
+            "Machine-Learning",
+            "machine learning",
+            "machine learning!",
+            "Machine Learnings",
+            "MACHINE  LEARNING",
+        ]);
+        same(&["Battery", "batteries", "Batteries!"]);
+        same(&["LLMs", "llm", "LLM"]);
+        same(&["VCs", "VC", "vc", "vcs"]);
+        same(&["APIs", "API"]);
+        same(&["class", "classes"]);
+        same(&["business", "businesses", "Business"]);
+        same(&["match", "matches"]);
+        same(&["niche", "niches"]);
+        same(&["box", "boxes"]);
+        same(&["founder's network", "Founders Network", "founder network"]);
+        same(&["Startup", "startups"]);
+        same(&["start up", "start-ups", "Start Up!"]);
+        same(&["women’s health", "womens health", "Women's Health"]);
+    }
+
+    #[test]
+    fn plural_rule_does_not_over_stem() {
+        let key = |s: &str| normalize_tag(s).unwrap_or_default();
+        for keep in [
+            "business", "status", "analysis", "news", "series", "gas", "aws", "bus", "k8s", "saas", "bias",
+        ] {
+            assert_eq!(key(keep), keep, "{keep} must stay as it is");
+        }
+        assert_ne!(key("business"), key("busines"));
+        assert_ne!(key("news"), key("new"));
+        assert_ne!(key("AWS"), key("AW"));
+        // Words, not characters: only each word's own end is touched.
+        assert_eq!(key("Climate Tech"), "climate tech");
+        assert_eq!(key("data sciences"), "data science");
+        assert_eq!(key("ties"), "tie");
+        assert_eq!(key("companies"), "company");
+    }
+
+    #[test]
+    fn spellings_are_remembered_per_participant() {
+        let mut tags = TagInterner::default();
+        let row = |id: u128, interests: &[&str], bio: &str| ParticipantRow {
+            user_id: Uuid::from_u128(id),
+            active: true,
+            interests: Some(interests.iter().map(|s| Some(s.to_string())).collect()),
+            bio: Some(bio.to_string()),
+            ..Default::default()
+        };
+        let a = Participant::from_row(&row(1, &["Machine Learning", "  Climate   Tech "], ""), None, &mut tags);
+        let b = Participant::from_row(&row(2, &["machine-learnings"], "Batteries and LLMs."), None, &mut tags);
+        assert_eq!(a.interests.len(), 2);
+        let ml = b.interests[0];
+        assert!(a.interests.contains(&ml));
+        assert_eq!(tags.spelled_by(&a, ml), "Machine Learning");
+        assert_eq!(tags.spelled_by(&b, ml), "machine-learnings");
+        assert_eq!(tags.display(ml), "Machine Learning");
+        let climate = tags.intern("climate tech").unwrap_or(u32::MAX);
+        assert_eq!(tags.spelled_by(&a, climate), "Climate Tech");
+        let words: Vec<&str> = b.keywords.iter().map(|k| tags.spelled_by(&b, *k)).collect();
+        assert_eq!(words.len(), 2);
+        assert!(words.contains(&"batteries") && words.contains(&"LLMs"), "{words:?}");
+    }
+
+    #[test]
+    fn keywords_drop_stop_words_keep_acronyms_and_are_bounded() {
+        let mut tags = TagInterner::default();
+        let p = |role: &str, bio: &str, tags: &mut TagInterner| {
+            let row = ParticipantRow {
+                user_id: Uuid::from_u128(1),
+                active: true,
+                role: Some(role.into()),
+                bio: Some(bio.into()),
+                ..Default::default()
+            };
+            Participant::from_row(&row, None, tags)
+        };
+        let a = p(
+            "Founder",
+            "I am passionate about AI and the batteries of 2030, really!",
+            &mut tags,
+        );
+        let names: Vec<&str> = a.keywords.iter().map(|k| tags.name(*k)).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec!["ai", "battery", "founder"]);
+        // Role and bio words never run together.
+        let b = p("Head of Climate", "Policy wonk", &mut tags);
+        let names: Vec<&str> = b.keywords.iter().map(|k| tags.name(*k)).collect();
+        assert!(names.contains(&"climate") && names.contains(&"policy"), "{names:?}");
+        // A bio of a million characters reads no more than the cap.
+        let huge: String = (0..200_000).map(|i| format!("w{i}x ")).collect();
+        let started = std::time::Instant::now();
+        let c = p("", &huge, &mut tags);
+        assert_eq!(c.keywords.len(), MAX_KEYWORDS);
+        let spaced = format!("{} batteries", " ".repeat(1_000_000));
+        let d = p("", &spaced, &mut tags);
+        assert!(
+            d.keywords.is_empty(),
+            "words past the first {MAX_BIO_CHARS} characters are not read"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn word_lists_are_sorted_for_binary_search() {
+        assert!(STOP_WORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(SINGULAR_S.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -72,8 +72,9 @@ pub struct Reloaded {
 /// multi-dimensional text arrays and arrays not starting at index 1 are
 /// flattened (`unnest` reads every element in order); a multi-dimensional
 /// embedding is withheld and its number of dimensions reported instead, so
-/// one malformed row never fails the read of a whole event.
-const PARTICIPANT_COLUMNS: &str = "user_id, status, company, role,
+/// one malformed row never fails the read of a whole event. Only the first
+/// `MAX_BIO_CHARS` (2000) characters of a bio are scored, so no more are sent.
+const PARTICIPANT_COLUMNS: &str = "user_id, status, company, role, left(bio, 2000) AS bio,
     CASE WHEN interests IS NULL OR (array_ndims(interests) = 1 AND array_lower(interests, 1) = 1)
          THEN interests ELSE ARRAY(SELECT unnest(interests)) END AS interests,
     CASE WHEN looking_for IS NULL OR (array_ndims(looking_for) = 1 AND array_lower(looking_for, 1) = 1)
@@ -91,6 +92,7 @@ struct PRow {
     status: String,
     company: Option<String>,
     role: Option<String>,
+    bio: Option<String>,
     interests: Option<Vec<Option<String>>>,
     looking_for: Option<Vec<Option<String>>>,
     offering: Option<Vec<Option<String>>>,
@@ -105,6 +107,7 @@ impl From<PRow> for ParticipantRow {
             active: r.status == "active",
             company: r.company,
             role: r.role,
+            bio: r.bio,
             interests: r.interests,
             looking_for: r.looking_for,
             offering: r.offering,

@@ -40,6 +40,16 @@ pub const NEEDS: &[&str] = &[
     "go-to-market",
     "hiring",
 ];
+/// Roles: their words are hybrid-v1 keywords ("ML Engineer" and "ml engineers" share two).
+pub const ROLES: &[&str] = &[
+    "Founder",
+    "Investor",
+    "ML Engineer",
+    "ml engineers",
+    "Designer",
+    "Policy Advisor",
+    "",
+];
 /// Deliberate collisions: case and white space differ, the company is the same.
 pub const COMPANIES: &[&str] = &[
     "Acme Corp",
@@ -84,6 +94,8 @@ pub async fn create_event(pool: &PgPool, code: &str, algorithm: &str, k: i16) ->
 pub struct Profile {
     pub user_id: Uuid,
     pub company: Option<String>,
+    pub role: Option<String>,
+    pub bio: Option<String>,
     pub interests: Vec<String>,
     pub looking_for: Vec<String>,
     pub offering: Vec<String>,
@@ -100,6 +112,7 @@ pub fn random_profile(rng: &mut impl Rng, dims: usize) -> Profile {
     let looking_for = pick(NEEDS, 2);
     let offering = pick(NEEDS, 2);
     let company = Some(COMPANIES[rng.gen_range(0..COMPANIES.len())].to_string());
+    let (role, bio) = random_role_and_bio(rng);
     // A few latent directions plus noise, so near-ties and clear winners both occur.
     let embedding = (dims > 0).then(|| {
         let base = rng.gen_range(0..4) as f32;
@@ -110,6 +123,8 @@ pub fn random_profile(rng: &mut impl Rng, dims: usize) -> Profile {
     Profile {
         user_id: Uuid::new_v4(),
         company,
+        role,
+        bio,
         interests,
         looking_for,
         offering,
@@ -117,10 +132,29 @@ pub fn random_profile(rng: &mut impl Rng, dims: usize) -> Profile {
     }
 }
 
+/// A role and a short bio whose words (hybrid-v1 keywords) overlap across
+/// attendees now and then; either may be NULL.
+pub fn random_role_and_bio(rng: &mut impl Rng) -> (Option<String>, Option<String>) {
+    let role = rng
+        .gen_bool(0.8)
+        .then(|| ROLES[rng.gen_range(0..ROLES.len())].to_string());
+    let bio = rng.gen_bool(0.7).then(|| {
+        let a = TOPICS[rng.gen_range(0..TOPICS.len())];
+        let b = TOPICS[rng.gen_range(0..TOPICS.len())];
+        match rng.gen_range(0..3) {
+            0 => format!("Working on {a} and {b}."),
+            1 => format!("{} nerd; ask me about {b}!", a.to_uppercase()),
+            _ => format!("Previously at a {a} startup."),
+        }
+    });
+    (role, bio)
+}
+
 pub async fn insert_profile(pool: &PgPool, event: Uuid, p: &Profile) {
     sqlx::query(
-        "INSERT INTO event_participants (event_id, user_id, display_name, company, interests, looking_for, offering, embedding)
-         VALUES ($1, $2, 'attendee', $3, $4, $5, $6, $7)",
+        "INSERT INTO event_participants (event_id, user_id, display_name, company, interests, looking_for, offering, embedding,
+                                         role, bio)
+         VALUES ($1, $2, 'attendee', $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(event)
     .bind(p.user_id)
@@ -129,6 +163,8 @@ pub async fn insert_profile(pool: &PgPool, event: Uuid, p: &Profile) {
     .bind(&p.looking_for)
     .bind(&p.offering)
     .bind(&p.embedding)
+    .bind(&p.role)
+    .bind(&p.bio)
     .execute(pool)
     .await
     .expect("insert participant");
@@ -137,7 +173,7 @@ pub async fn insert_profile(pool: &PgPool, event: Uuid, p: &Profile) {
 pub async fn update_profile(pool: &PgPool, event: Uuid, p: &Profile) {
     sqlx::query(
         "UPDATE event_participants SET company = $3, interests = $4, looking_for = $5, offering = $6, embedding = $7,
-                updated_at = now()
+                role = $8, bio = $9, updated_at = now()
           WHERE event_id = $1 AND user_id = $2",
     )
     .bind(event)
@@ -147,6 +183,8 @@ pub async fn update_profile(pool: &PgPool, event: Uuid, p: &Profile) {
     .bind(&p.looking_for)
     .bind(&p.offering)
     .bind(&p.embedding)
+    .bind(&p.role)
+    .bind(&p.bio)
     .execute(pool)
     .await
     .expect("update participant");
@@ -210,10 +248,13 @@ pub async fn load_event(pool: &PgPool, event: Uuid) -> Event {
     };
     let mut e = Event::new(settings, TagInterner::default());
     // Arrays are read flat (the oracle's own SQL): a multi-dimensional
-    // embedding is withheld and counted as malformed.
+    // embedding is withheld and counted as malformed. Role and bio are read
+    // in full (scoring reads only the first MAX_BIO_CHARS of a bio).
     type Row = (
         Uuid,
         String,
+        Option<String>,
+        Option<String>,
         Option<String>,
         Option<Vec<Option<String>>>,
         Option<Vec<Option<String>>>,
@@ -222,7 +263,7 @@ pub async fn load_event(pool: &PgPool, event: Uuid) -> Event {
         i32,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT user_id, status, company,
+        "SELECT user_id, status, company, role, bio,
                 CASE WHEN interests IS NULL THEN NULL ELSE ARRAY(SELECT unnest(interests)) END,
                 CASE WHEN looking_for IS NULL THEN NULL ELSE ARRAY(SELECT unnest(looking_for)) END,
                 CASE WHEN offering IS NULL THEN NULL ELSE ARRAY(SELECT unnest(offering)) END,
@@ -235,12 +276,13 @@ pub async fn load_event(pool: &PgPool, event: Uuid) -> Event {
     .fetch_all(pool)
     .await
     .expect("participants");
-    for (user_id, status, company, interests, looking_for, offering, embedding, embedding_ndims) in rows {
+    for (user_id, status, company, role, bio, interests, looking_for, offering, embedding, embedding_ndims) in rows {
         let row = ParticipantRow {
             user_id,
             active: status == "active",
             company,
-            role: None,
+            role,
+            bio,
             interests,
             looking_for,
             offering,
