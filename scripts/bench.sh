@@ -49,6 +49,10 @@ cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
+# Until the driver runs, Ctrl-C or SIGTERM ends the script (after the
+# command it is waiting for returns).
+trap 'echo "interrupted" >&2; exit 130' INT TERM HUP
+
 PYTHON="${PYTHON:-python3}"
 for arg in "$@"; do
     case "$arg" in
@@ -84,6 +88,10 @@ source scripts/pg.sh
 PG_EXTRA_OPTS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=10000 -c pg_stat_statements.track=top" \
     pg_start
 export RUST_LOG="${RUST_LOG:-warn}"
+# Scratch files of the driver, removed with the cluster whatever happens to it.
+BENCH_TMP="$(mktemp -d /tmp/matchmaker-bench.XXXXXX)"
+export BENCH_TMP
+trap 'pg_stop; rm -rf "$BENCH_TMP"' EXIT
 
 # The driver runs in the background so that this shell can forward SIGINT and
 # SIGTERM to it; it stops its workers and daemon, and the EXIT trap set by

@@ -30,11 +30,13 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pgclient import OBSERVER_ROLE, Psql, PsqlError, Session, literal, with_database  # noqa: E402
@@ -195,12 +197,15 @@ class Runner:
         self.scratch = scratch
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
-        self.log = open(log_path, "ab")
+        self.log = open(log_path, "ab", buffering=0)
+        # bench.sh provides a folder it removes on exit, whatever happens here.
+        self.tmp = tempfile.TemporaryDirectory(prefix="matchmaker-bench-", dir=os.environ.get("BENCH_TMP"))
+        self._count = 0
 
     def once(self, *args: str) -> None:
         """Runs one command to completion; raises when it fails."""
         self.log.write(f"\n### matchmaker {' '.join(args)}\n".encode())
-        child = procs.Child([self.binary, *args], self.scratch.env, self.log)
+        child = self.spawn(*args)
         child.wait(3600)
         self.log.write(child.stdout.encode())
         if child.returncode != 0:
@@ -208,7 +213,14 @@ class Runner:
 
     def spawn(self, *args: str) -> procs.Child:
         """Starts a command; the caller reaps it."""
-        return procs.Child([self.binary, *args], self.scratch.env, self.log)
+        self._count += 1
+        out = os.path.join(self.tmp.name, f"{self._count}.out")
+        return procs.Child([self.binary, *args], self.scratch.env, out, str(self.log_path))
+
+    def close(self) -> None:
+        """Closes the log and removes the temporary files."""
+        self.log.close()
+        self.tmp.cleanup()
 
 
 @dataclass
@@ -622,13 +634,17 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
 
+    # First, while this process is small: every matchmaker process is started
+    # by this helper, so that its peak RSS is its own (see procs.py).
+    procs.start_spawner()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_path = Path(args.log) if args.log else REPO / "target" / "bench" / f"{args.mode}-{stamp}.log"
     session = None
+    runner = None
     ok = False
     try:
         scratch = make_scratch(args.mode)
-        runner = Runner(args.binary, scratch, log_path)
+        runner = Runner(os.path.abspath(args.binary), scratch, log_path)
         log(f"scratch database {scratch.name}; worker logs in {log_path}")
         runner.once("migrate")
         session = Session(os.environ["PSQL"], scratch.db.url)
@@ -653,8 +669,11 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         procs.stop_all()
+        procs.close_spawner()
         if session is not None:
             session.close()
+        if runner is not None:
+            runner.close()
     return 0 if ok else 1
 
 
