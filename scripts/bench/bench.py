@@ -235,14 +235,15 @@ class DrainStats:
     stop_reasons: dict[str, int]
 
 
-def open_rows(session: Session, event_id: str) -> int:
-    """Queue rows of the event still pending or processing."""
-    return int(
+def has_open_rows(session: Session, event_id: str) -> bool:
+    """Whether the event has queue rows still pending or processing (an
+    index probe, cheap enough to poll every few milliseconds)."""
+    return (
         session.scalar(
-            "SELECT count(*) FROM matchmaking_queue "
-            f"WHERE event_id = {literal(event_id)} AND status IN ('pending', 'processing')"
+            "SELECT EXISTS (SELECT 1 FROM matchmaking_queue "
+            f"WHERE event_id = {literal(event_id)} AND status IN ('pending', 'processing'))"
         )
-        or 0
+        == "t"
     )
 
 
@@ -289,7 +290,7 @@ def drain(
                         raise RuntimeError(f"{failed} worker invocations failed; see {runner.log_path}")
                 ready_at[i] = now + (0.25 if reason == "drained" or child.returncode else 0.0)
         if drained_at is None and now >= next_poll:
-            if open_rows(session, event_id) == 0:
+            if not has_open_rows(session, event_id):
                 # When every worker had already exited, the queue drained
                 # before the last exit, not when this poll noticed it.
                 idle = all(c is None for c in slots) and invocations > 0
@@ -474,7 +475,7 @@ def run_join(args, scratch, runner, session) -> tuple[dict, bool]:
         u = literal(a.user_id)
         session.rows(f"INSERT INTO {PARTICIPANT_COLUMNS} VALUES {a.insert_values(event_id)}")
         t0 = time.monotonic()
-        while open_rows(session, event_id) > 0:
+        while has_open_rows(session, event_id):
             if daemon.poll():
                 raise RuntimeError(f"the daemon exited {daemon.returncode}; see {runner.log_path}")
             if time.monotonic() - t0 > 120:
