@@ -5,7 +5,7 @@ process's `ru_maxrss` the high-water RSS of the memory it had *before* exec
 too, and a child started by the harness itself would begin as a copy of (or,
 with vfork, share) the harness, whose NumPy arrays would then show up as the
 worker's peak. So every child is started by a *spawner*: this file run as a
-fresh, minimal Python (`python3 -S -I procs.py`, about 9 MB resident). It
+fresh, minimal Python (`python3 -S -I procs.py`, about 10 MB resident). It
 starts the commands with `posix_spawn`, reaps them with `wait4`, and reports
 each exit status and `ru_maxrss` back over a pipe. The spawner's own size is
 the floor of what can be measured: a process smaller than it reports it.
@@ -21,7 +21,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
 
@@ -34,6 +33,8 @@ class Spawner:
     docs). Requests and replies are JSON lines over its stdin and stdout."""
 
     def __init__(self) -> None:
+        import subprocess  # here: the spawner itself stays as small as it can
+
         self.proc = subprocess.Popen(
             [sys.executable, "-S", "-I", os.path.abspath(__file__)],
             stdin=subprocess.PIPE,
@@ -75,6 +76,8 @@ class Spawner:
             self._req.close()
         except OSError:
             pass
+        import subprocess
+
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
