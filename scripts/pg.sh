@@ -6,6 +6,9 @@
 # folder (as the `postgres` OS user when running as root, since initdb refuses
 # root), starts it on a free loopback port, exports DATABASE_URL, and stops and
 # removes everything when the calling script exits.
+#
+# Environment: PG_EXTRA_OPTS, extra server options appended to the fixed ones
+# (default empty), e.g. PG_EXTRA_OPTS="-c shared_preload_libraries=pg_stat_statements".
 
 pg_log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 
@@ -64,8 +67,10 @@ pg_start() {
         || $PG_AS "$PG_BIN/initdb" -D "$PG_DATA_DIR" -U postgres --auth=trust -E UTF8 --no-locale >"$PG_ROOT/initdb.log" 2>&1 \
         || { cat "$PG_ROOT/initdb.log" >&2; return 1; }
     # Durability is not needed for a throwaway cluster; speed is.
+    # PG_EXTRA_OPTS (default empty) appends server options, e.g.
+    # "-c shared_preload_libraries=pg_stat_statements" for the benchmarks.
     $PG_AS "$PG_BIN/pg_ctl" -D "$PG_DATA_DIR" -l "$PG_ROOT/server.log" -w -t 60 \
-        -o "-p $PG_PORT -k $PG_ROOT -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=512MB" \
+        -o "-p $PG_PORT -k $PG_ROOT -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=512MB${PG_EXTRA_OPTS:+ $PG_EXTRA_OPTS}" \
         start >/dev/null || { cat "$PG_ROOT/server.log" >&2; return 1; }
     export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/matchmaker"
     "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "CREATE DATABASE matchmaker" >/dev/null
