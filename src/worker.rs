@@ -152,6 +152,8 @@ struct CachedEvent {
     committed: IdMap<Uuid, Vec<MatchRow>>,
     /// The same lists as the scorer works on them.
     lists: Lists,
+    /// Summaries of `lists` for the scorer's fast path.
+    summaries: matching::Summaries,
     /// Open (pending or processing) queue rows, and how many per attendee.
     open_rows: IdMap<i64, Uuid>,
     open_count: IdMap<Uuid, u32>,
@@ -186,6 +188,7 @@ impl CachedEvent {
             .iter()
             .map(|(u, rs)| (*u, rs.iter().map(|r| Entry::new(r.matched_user_id, r.score)).collect()))
             .collect();
+        self.summaries.clear();
         self.open_rows.clear();
         self.open_count.clear();
         for (id, user) in r.open_rows {
@@ -615,6 +618,8 @@ impl Worker {
             read_ms = read_ms as u64,
             score_ms = score_ms as u64,
             full_recomputes = scored.full_recomputes,
+            fast_checks = scored.fast_checks,
+            slow_checks = scored.slow_checks,
             "scored"
         );
         self.write_batch(event, Some(cached), scored, release, given_up, t0)
@@ -828,6 +833,7 @@ fn load_full(event: Uuid, read: Read) -> CachedEvent {
         version: Some(read.version),
         committed: IdMap::default(),
         lists: Lists::default(),
+        summaries: matching::Summaries::default(),
         open_rows: IdMap::default(),
         open_count: IdMap::default(),
         queue_seen: 0,
@@ -872,6 +878,8 @@ struct Scored {
     /// Rows not started before the deadline or shutdown.
     unstarted: Vec<i64>,
     full_recomputes: usize,
+    fast_checks: usize,
+    slow_checks: usize,
 }
 
 /// Repairs each claimed attendee in claim order (changing `cached.lists` in
@@ -890,6 +898,7 @@ fn score_batch(
     let CachedEvent {
         event,
         lists,
+        summaries,
         committed,
         open_count,
         ..
@@ -922,8 +931,10 @@ fn score_batch(
         }
         dirty.repaired(&row.user_id);
         let precomputed = row_of.get(&row.user_id).map(|&i| &score_rows[i * n..(i + 1) * n]);
-        let r = matching::repair_with_row(event, lists, &dirty, row.user_id, precomputed);
+        let r = matching::repair_fast(event, lists, &dirty, row.user_id, precomputed, Some(summaries));
         out.full_recomputes += r.full_recomputes;
+        out.fast_checks += r.fast_checks;
+        out.slow_checks += r.slow_checks;
         out.touched.extend(r.touched);
         // Rows pointing at a repaired attendee get fresh reasons even when
         // the score did not move (their profile text may have).

@@ -162,6 +162,87 @@ mod x86 {
         out
     }
 
+    /// `Q` queries against two candidates at once: 2·Q accumulators, so
+    /// each loaded query chunk feeds two multiply-adds.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn pair_avx512<const Q: usize>(qs: [&[f32]; Q], c0: &[f32], c1: &[f32]) -> [[f32; Q]; 2] {
+        let n = c0.len();
+        let full = n - n % LANES;
+        let mut a0 = [_mm512_setzero_ps(); Q];
+        let mut a1 = [_mm512_setzero_ps(); Q];
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 16 <= full <= n; both candidates and every query
+            // have length >= n.
+            let v0 = _mm512_loadu_ps(c0.as_ptr().add(i));
+            let v1 = _mm512_loadu_ps(c1.as_ptr().add(i));
+            for q in 0..Q {
+                let qv = _mm512_loadu_ps(qs[q].as_ptr().add(i));
+                a0[q] = _mm512_fmadd_ps(qv, v0, a0[q]);
+                a1[q] = _mm512_fmadd_ps(qv, v1, a1[q]);
+            }
+            i += LANES;
+        }
+        let mut out = [[0f32; Q]; 2];
+        for q in 0..Q {
+            let mut lanes = [0f32; LANES];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), a0[q]);
+            out[0][q] = finish(lanes, qs[q], c0, full);
+            _mm512_storeu_ps(lanes.as_mut_ptr(), a1[q]);
+            out[1][q] = finish(lanes, qs[q], c1, full);
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn block_avx512(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+        let len = queries.first().map_or(1, |q| q.len()).max(1);
+        let tile = (TILE_BYTES / (len * 4)).clamp(8, 4096);
+        // Candidates of the right length, by column.
+        let cols: Vec<(usize, &[f32])> = cands
+            .iter()
+            .enumerate()
+            .filter_map(|(k, c)| c.filter(|c| c.len() == len).map(|c| (k, c)))
+            .collect();
+        for tile_cols in cols.chunks(tile) {
+            let mut q0 = 0;
+            while q0 < queries.len() {
+                let rest = queries.len() - q0;
+                if rest >= GROUP {
+                    let qs = [queries[q0], queries[q0 + 1], queries[q0 + 2], queries[q0 + 3]];
+                    let mut pairs = tile_cols.chunks_exact(2);
+                    for pair in &mut pairs {
+                        let r = pair_avx512::<GROUP>(qs, pair[0].1, pair[1].1);
+                        for (j, (col, _)) in pair.iter().enumerate() {
+                            for q in 0..GROUP {
+                                out[(q0 + q) * stride + col] = r[j][q];
+                            }
+                        }
+                    }
+                    for (col, c) in pairs.remainder() {
+                        let r = group_avx512::<GROUP>(qs, c);
+                        for q in 0..GROUP {
+                            out[(q0 + q) * stride + col] = r[q];
+                        }
+                    }
+                    q0 += GROUP;
+                } else {
+                    for (col, c) in tile_cols {
+                        for q in 0..rest {
+                            out[(q0 + q) * stride + col] = group_avx512::<1>([queries[q0 + q]], c)[0];
+                        }
+                    }
+                    q0 += rest;
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        group_avx512::<1>([a], b)[0]
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn group_avx2<const Q: usize>(qs: [&[f32]; Q], c: &[f32]) -> [f32; Q] {
         let n = c.len();
@@ -233,7 +314,6 @@ mod x86 {
         };
     }
 
-    kernel_pair!(dot_avx512, block_avx512, group_avx512, "avx512f,fma");
     kernel_pair!(dot_avx2, block_avx2, group_avx2, "avx2,fma");
 
     // SAFETY (all four wrappers): they are only selected by `select` after
