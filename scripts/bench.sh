@@ -28,6 +28,10 @@
 #   --timeout SECS     give up when the queue has not drained (default 3600)
 #   --log FILE         worker log file
 #   --keep             keep PostgreSQL up after measuring, until Ctrl-C
+#   --check-verifier   cold mode: then corrupt the stored lists four ways
+#                      (a score, two partners' order, a missing row, an
+#                      excluded partner), one at a time, and fail unless the
+#                      verifier reports each ("verifier_catches" in the JSON)
 #   -h, --help         this text
 #
 # Examples:

@@ -81,8 +81,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="after measuring, keep the database up (DATABASE_URL on stderr) until Ctrl-C",
     )
+    p.add_argument(
+        "--check-verifier",
+        action="store_true",
+        help="cold mode: after verifying, corrupt the stored lists four ways (a score, the order of two "
+        "partners, a missing row, an excluded partner), one at a time, and check that the verifier reports "
+        "each; every corruption is undone",
+    )
     p.add_argument("--validate-only", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.check_verifier and a.mode != "cold":
+        p.error("--check-verifier needs --mode cold")
     if a.n < 2:
         p.error("--n must be at least 2")
     if not 1 <= a.dims <= 16000:
@@ -421,9 +430,100 @@ def run_cold(args, scratch, runner, session) -> tuple[dict, bool]:
     """cold mode: one JSON result and whether the event is exact."""
     from generate import generate
 
-    ev = generate(args.n, args.dims, args.seed)
-    _, result = cold_phase(args, scratch, runner, session, ev.attendees, ev.exclusions, f"bench-{args.seed}")
-    return result, result["exact"]
+    # hybrid-v1 scores attendees without an embedding too: exercise that.
+    ev = generate(args.n, args.dims, args.seed, missing_embeddings=0.02 if args.algorithm == "hybrid-v1" else 0.0)
+    event_id, result = cold_phase(args, scratch, runner, session, ev.attendees, ev.exclusions, f"bench-{args.seed}")
+    ok = result["exact"]
+    if args.check_verifier:
+        caught = check_verifier(scratch, event_id)
+        result["verifier_catches"] = caught
+        ok = ok and all(caught.values())
+    return result, ok
+
+
+def check_verifier(scratch: Scratch, event_id: str) -> dict[str, bool]:
+    """--check-verifier: corrupts the event's stored lists one way at a time,
+    runs the verifier, and undoes the corruption. Returns, per corruption,
+    whether the verifier reported it (each must be, on an exact event):
+
+    * score: a rank-1 score raised by 0.01;
+    * order: ranks 1 and 2 of a list swapped (scores more than 0.001 apart);
+    * missing: the last row of a list deleted;
+    * ineligible: a rank-1 partner replaced by someone the owner excluded.
+    """
+    from verify import verify
+
+    db = scratch.db
+    ev = literal(event_id)
+    caught: dict[str, bool] = {}
+
+    def check(name: str, corrupt: str, undo: str) -> None:
+        db.execute(corrupt)
+        try:
+            verdict = verify(db, event_id, lambda msg: log(f"  ({name}, expected){msg}"))
+        finally:
+            db.execute(undo)
+        caught[name] = not verdict.exact
+        log(f"--check-verifier: {name}: " + ("reported" if caught[name] else "NOT REPORTED"))
+
+    row = db.rows(
+        f"SELECT user_id, matched_user_id, score::text FROM user_matches WHERE event_id = {ev} AND rank = 1 "
+        "ORDER BY user_id LIMIT 1"
+    )
+    if row:
+        owner, partner, score = row[0]
+        where = f"event_id = {ev} AND user_id = {literal(owner)} AND matched_user_id = {literal(partner)}"
+        check(
+            "score",
+            f"UPDATE user_matches SET score = score + 0.01 WHERE {where}",
+            f"UPDATE user_matches SET score = {literal(score)}::real WHERE {where}",
+        )
+    row = db.rows(
+        f"SELECT a.user_id FROM user_matches a JOIN user_matches b USING (event_id, user_id) "
+        f"WHERE a.event_id = {ev} AND a.rank = 1 AND b.rank = 2 AND a.score - b.score > 0.001 "
+        "ORDER BY a.user_id LIMIT 1"
+    )
+    if row:
+        swap = (
+            f"UPDATE user_matches SET rank = 3 - rank WHERE event_id = {ev} "
+            f"AND user_id = {literal(row[0][0])} AND rank IN (1, 2)"
+        )
+        check("order", swap, swap)
+    row = db.rows(
+        f"SELECT user_id, max(rank) FROM user_matches WHERE event_id = {ev} GROUP BY user_id ORDER BY user_id LIMIT 1"
+    )
+    if row:
+        owner, rank = row[0]
+        db.execute(
+            "CREATE TABLE bench_check_verifier AS SELECT * FROM user_matches "
+            f"WHERE event_id = {ev} AND user_id = {literal(owner)} AND rank = {int(rank)}"
+        )
+        check(
+            "missing",
+            f"DELETE FROM user_matches WHERE event_id = {ev} AND user_id = {literal(owner)} AND rank = {int(rank)}",
+            "INSERT INTO user_matches OVERRIDING SYSTEM VALUE SELECT * FROM bench_check_verifier; "
+            "DROP TABLE bench_check_verifier",
+        )
+    row = db.rows(
+        f"SELECT m.user_id, m.matched_user_id, x.excluded_user_id FROM user_matches m "
+        f"JOIN match_exclusions x ON x.event_id = m.event_id AND x.user_id = m.user_id "
+        f"WHERE m.event_id = {ev} AND m.rank = 1 AND NOT EXISTS (SELECT 1 FROM user_matches o "
+        "WHERE o.event_id = m.event_id AND o.user_id = m.user_id AND o.matched_user_id = x.excluded_user_id) "
+        "ORDER BY m.user_id LIMIT 1"
+    )
+    if row:
+        owner, partner, banned = row[0]
+        where = f"event_id = {ev} AND user_id = {literal(owner)} AND rank = 1"
+        check(
+            "ineligible",
+            f"UPDATE user_matches SET matched_user_id = {literal(banned)} WHERE {where}",
+            f"UPDATE user_matches SET matched_user_id = {literal(partner)} WHERE {where}",
+        )
+    for name in ("score", "order", "missing", "ineligible"):
+        if name not in caught:
+            log(f"--check-verifier: {name}: no list to corrupt that way")
+            caught[name] = False
+    return caught
 
 
 def percentile(xs: list[float], q: float) -> float:

@@ -22,13 +22,21 @@ decided"):
   `TOLERANCE` of the expected one (a near tie that float rounding may order
   either way).
 
-The hybrid-v1 formula lives in `hybrid_v1` alone: it is being revised on
-another branch, and that function is what to update when it changes.
+The hybrid-v1 formula lives in `hybrid_v1` (src/matching/score.rs), its
+inputs in `normalize_tag` / `stem_word` (tag keys) and `keywords` (role and
+bio keywords: stop words, MAX_ROLE_CHARS, MAX_BIO_CHARS, MAX_KEYWORDS), all
+re-implemented here from the module docs of src/matching/profile.rs. Set
+overlaps are products of 0/1 matrices over interned keys, so a 10,000-person
+event verifies in seconds. The bio is read whole and cut here, so a snapshot
+that read less than the first 2000 characters would be caught.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,15 +55,18 @@ MAX_TAG_CHARS = 200
 # hybrid-v1: the formula (keep in step with the top of src/matching/score.rs)
 # --------------------------------------------------------------------------
 
-#: hybrid-v1's weights of interest overlap I, complementarity C and embedding
-#: similarity E (W_INTERESTS, W_COMPLEMENT, W_EMBEDDING in score.rs).
-W_INTERESTS, W_COMPLEMENT, W_EMBEDDING = 0.45, 0.45, 0.10
+#: hybrid-v1's weights of interest overlap I, complementarity C, role and bio
+#: keywords K and embedding similarity E (W_* in score.rs).
+W_INTERESTS, W_COMPLEMENT, W_KEYWORDS, W_EMBEDDING = 0.35, 0.35, 0.10, 0.20
+#: The lowest score of a pair with real overlap, and the highest of a pair
+#: without (OVERLAP_FLOOR, STRANGER_CEILING in score.rs).
+OVERLAP_FLOOR, STRANGER_CEILING = 0.2, 0.1
 
 
 @dataclass
 class PairFeatures:
-    """Everything a tag-and-embedding score can depend on, for a block of
-    pairs (a, b): each field is an array of the block's shape.
+    """Everything a hybrid-v1 score can depend on, for a block of pairs
+    (a, b): each field is an array of the block's shape.
 
     Set sizes and overlaps are exact integer counts (as float64). `cosine`
     is the cosine similarity of the two normalised float32 embeddings
@@ -70,65 +81,203 @@ class PairFeatures:
     b_wants_a_offers: np.ndarray  # |LF_b ∩ OF_a|
     looking_for_a: np.ndarray  # |LF_a|
     looking_for_b: np.ndarray  # |LF_b|
+    keywords_shared: np.ndarray  # |K_a ∩ K_b|
+    keywords_a: np.ndarray  # |K_a|
+    keywords_b: np.ndarray  # |K_b|
     cosine: np.ndarray  # float32; meaningless where not comparable
     comparable: np.ndarray  # bool
 
 
-def hybrid_v1(f: PairFeatures) -> np.ndarray:
-    """hybrid-v1 = 0.45·I + 0.45·C + 0.10·E, as float32.
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den capped at 1; 0 where den is 0 (`ratio` in score.rs)."""
+    safe = np.where(den > 0, den, 1.0)
+    return np.where(den > 0, np.minimum(num / safe, 1.0), 0.0)
 
-    * I = |I_a ∩ I_b| / |I_a ∪ I_b| (Jaccard of normalised interests; 0 when
-      both are empty);
+
+def hybrid_v1(f: PairFeatures) -> np.ndarray:
+    """hybrid-v1 (src/matching/score.rs), as float32:
+
+    * I = |I_a ∩ I_b| / |I_a ∪ I_b| (0 when both are empty);
     * C = (|LF_a ∩ OF_b| + |LF_b ∩ OF_a|) / (|LF_a| + |LF_b|) (0 when neither
       looks for anything);
-    * E = max(0, cosine) when both embeddings are comparable, else 0.
+    * K = |K_a ∩ K_b| / √(|K_a|·|K_b|) (0 when either has no keyword);
+    * E = clamp(cosine, 0, 1) (NaN → 0), only when both embeddings are
+      comparable.
 
-    Computed in float64 in the same order as the Rust code, then rounded to
-    float32, so that it usually agrees bit for bit.
+    With real overlap (|I_a ∩ I_b| + |LF_a ∩ OF_b| + |LF_b ∩ OF_a| +
+    |K_a ∩ K_b| > 0) the score is 0.2 + 0.8·blend, blend the weighted mean
+    of I, C, K (and E when comparable; its weight is dropped otherwise);
+    without, it is 0.1·E (0 without E). Computed in float64 in the same
+    order as the Rust code, clamped to [0, 1] and rounded to float32, so
+    that it agrees bit for bit whenever the cosine does.
     """
     union = f.interests_a + f.interests_b - f.interests_shared
-    with np.errstate(divide="ignore", invalid="ignore"):
-        i = np.where(union == 0, 0.0, f.interests_shared / np.where(union == 0, 1.0, union))
-        wanted = f.looking_for_a + f.looking_for_b
-        c = np.where(
-            wanted == 0, 0.0, (f.a_wants_b_offers + f.b_wants_a_offers) / np.where(wanted == 0, 1.0, wanted)
-        )
-    e = np.where(f.comparable, np.maximum(f.cosine, np.float32(0.0)).astype(np.float64), 0.0)
-    return (W_INTERESTS * i + W_COMPLEMENT * c + W_EMBEDDING * e).astype(np.float32)
+    i = _ratio(f.interests_shared, union)
+    c = _ratio(f.a_wants_b_offers + f.b_wants_a_offers, f.looking_for_a + f.looking_for_b)
+    k = _ratio(f.keywords_shared, np.sqrt(f.keywords_a * f.keywords_b))
+    cos = np.clip(f.cosine.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    e = np.where(np.isnan(cos), 0.0, cos.astype(np.float64))
+
+    base = W_INTERESTS * i + W_COMPLEMENT * c + W_KEYWORDS * k
+    with_e = (base + W_EMBEDDING * e) / (W_INTERESTS + W_COMPLEMENT + W_KEYWORDS + W_EMBEDDING)
+    without_e = base / (W_INTERESTS + W_COMPLEMENT + W_KEYWORDS)
+    blend = np.clip(np.where(f.comparable, with_e, without_e), 0.0, 1.0)
+
+    overlap = (f.interests_shared + f.a_wants_b_offers + f.b_wants_a_offers + f.keywords_shared) > 0
+    stranger = np.where(f.comparable, STRANGER_CEILING * e, 0.0)
+    score = np.where(overlap, OVERLAP_FLOOR + (1.0 - OVERLAP_FLOOR) * blend, stranger)
+    return np.clip(score, 0.0, 1.0).astype(np.float32)
 
 
 # --------------------------------------------------------------------------
-# Normalisation (src/matching/profile.rs), implemented independently
+# Tags and keywords (src/matching/profile.rs), implemented independently
 # --------------------------------------------------------------------------
 
+#: Only the first characters of a tag are read (4 × MAX_TAG_CHARS).
+MAX_TAG_INPUT_CHARS = 4 * MAX_TAG_CHARS
+#: Only the first characters of a role / bio are read for keywords.
+MAX_ROLE_CHARS = 200
+MAX_BIO_CHARS = 2000
+#: The most keywords one attendee's role and bio give.
+MAX_KEYWORDS = 24
 
+#: Characters dropped inside a word rather than splitting it ("founder's").
+_APOSTROPHES = re.compile("['\u2018\u2019\u02bc`]")
+#: A word: a maximal run of letters and digits (`[^\W_]` is exactly
+#: `str.isalnum`, which agrees with Rust's `char::is_alphanumeric` except
+#: for a few combining marks of non-Latin scripts).
+_WORD = re.compile(r"[^\W_]+")
+_ASCII_LOWER = re.compile(r"[a-z]+")
+
+#: Singular nouns ending in "s" that keep it (SINGULAR_S in profile.rs).
+SINGULAR_S = frozenset(
+    "alias atlas aws bias canvas chaos cms dns gas gps ios lens mars news saas series sms species".split()
+)
+
+#: Words dropped from keywords (STOP_WORDS in profile.rs).
+STOP_WORDS = frozenset(
+    """
+    a about above after again against all almost along already also although always am among an and another any
+    anyone anything are around as ask at away back background based be became because become been before being
+    below best better between both bring build building but by came can cannot career chat co com come company
+    connect could currently day days did do does doing done down during each easy eg either else enjoy enjoying
+    etc even ever every everyone everything excited experience experienced far feel few field find first focus
+    focused for found from fun further get getting give go going good got great had happy has have having he hello
+    help her here hers herself hey hi him himself his how however http https ie if in inc industry interested into
+    is it its itself join joined journey just keen know last least less let like likely little llc looking lot love
+    ltd made main make making many may me meet might mine more most mostly much must my myself near need never new
+    next nice no nor not now of off often on once one only or org other others our ours ourselves out over own part
+    passion passionate people per please pretty previously professional quite rather re really recently say see
+    seen several she should since so some someone something sometimes still such sure take talk team than thank
+    thanks that the their theirs them themselves then there these they thing think thinking this those though
+    through thus time to today together too toward towards try two under until up upon us use used using very via
+    want was way we well went were what when where whether which while who whom whose why will with within without
+    work worked working world would www year yes yet you your yours yourself yourselves
+    """.split()
+)
+
+
+def stem_word(word: str) -> str:
+    """The singular key of a lower-case word (`stem_word` in profile.rs)."""
+    n = len(word)
+    if n < 3 or not _ASCII_LOWER.fullmatch(word) or word in SINGULAR_S:
+        return word
+    if word.endswith(("ss", "us", "is")):
+        return word
+    if n >= 5 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith("s"):
+        word = word[:-1]
+    n = len(word)
+    if n >= 4 and word[-1] == "e" and (word[-2] in "sxz" or (word[-2] == "h" and word[-3] in "cs")):
+        word = word[:-1]
+    return word
+
+
+def _leading_upper(word: str) -> int:
+    n = 0
+    for c in word:
+        if not c.isupper():
+            break
+        n += 1
+    return n
+
+
+def word_key(word: str) -> tuple[str, str, int]:
+    """(lower case, key, leading upper-case letters) of one word as written:
+    "LLMs" and "VCs" (capitals then an "s") lose the "s", other words go
+    through `stem_word`."""
+    lower = "".join(c.lower() for c in word)  # per character: no final sigma
+    upper = _leading_upper(word)
+    if len(word) >= 3 and upper == len(word) - 1 and word.endswith("s"):
+        return lower, lower[:-1], upper
+    return lower, stem_word(lower), upper
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(_APOSTROPHES.sub("", text))
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def normalize_tag(tag: str) -> str | None:
-    """Lower case; every run of characters that are not letters or digits
-    becomes one space; trimmed; cut to 200 characters. None when nothing
-    is left."""
+    """The key of a tag: its words' keys joined by one space, cut to
+    MAX_TAG_CHARS characters; None when it has no letter or digit."""
+    out = " ".join(word_key(w)[1] for w in _words(tag[:MAX_TAG_INPUT_CHARS]))
+    if len(out) > MAX_TAG_CHARS:
+        out = out[:MAX_TAG_CHARS].rstrip(" ")
+    return out or None
+
+
+def _is_numeric(text: str) -> bool:
+    """Every character is a number (Rust `char::is_numeric`: category N*)."""
+    return all(unicodedata.category(c)[0] == "N" for c in text)
+
+
+def keywords(role: str | None, bio: str | None) -> list[str]:
+    """The keyword keys of a role and bio, in order: the words of the first
+    MAX_ROLE_CHARS characters of the role and the first MAX_BIO_CHARS of the
+    bio, without numbers, stop words (as written or keyed) and words of one
+    or two characters unless all capitals ("AI"), nor words of more than 30;
+    the first MAX_KEYWORDS distinct keys."""
+    text = (role or "")[:MAX_ROLE_CHARS] + " " + (bio or "")[:MAX_BIO_CHARS]
     out: list[str] = []
-    pending_space = False
-    chars = 0
-    for c in tag:
-        if c.isalnum():
-            if pending_space and out:
-                out.append(" ")
-                chars += 1
-            pending_space = False
-            low = c.lower()
-            out.append(low)
-            chars += len(low)
-            if chars >= MAX_TAG_CHARS:
+    seen: set[str] = set()
+    for w in _words(text):
+        n = len(w)
+        if n > 30:
+            continue
+        lower, key, upper = word_key(w)
+        if n < 3 and not (n >= 2 and upper == n):
+            continue
+        if _is_numeric(lower) or lower in STOP_WORDS or key in STOP_WORDS:
+            continue
+        if key not in seen:
+            seen.add(key)
+            out.append(key)
+            if len(out) >= MAX_KEYWORDS:
                 break
+    return out
+
+
+def _flatten(raw) -> list:
+    """A text array as the worker reads it: multi-dimensional arrays
+    flattened in order."""
+    out: list = []
+    for x in raw:
+        if isinstance(x, list):
+            out.extend(_flatten(x))
         else:
-            pending_space = True
-    return "".join(out) or None
+            out.append(x)
+    return out
 
 
 def tag_set(raw: list | None) -> set[str]:
     """The normalised, de-duplicated tags of one list (a list of more than
-    MAX_TAGS entries is ignored as malformed)."""
-    if not raw or len(raw) > MAX_TAGS:
+    MAX_TAGS entries, NULLs included, is ignored as malformed)."""
+    if not raw:
+        return set()
+    raw = _flatten(raw)
+    if len(raw) > MAX_TAGS:
         return set()
     return {t for t in (normalize_tag(x) for x in raw if x is not None) if t is not None}
 
@@ -162,9 +311,18 @@ class EventData:
     company: np.ndarray  # int code, -1 for none
     emb: np.ndarray  # (n, d) float32, unit rows; zero rows when invalid
     emb_len: np.ndarray  # int: length of a valid embedding, 0 when missing or invalid
-    interests: np.ndarray  # (n, V) float32 0/1
-    looking_for: np.ndarray
+    # hybrid-v1's sets, as 0/1 float32 matrices (n, columns) whose products
+    # are the exact intersection counts. A column is kept only when the id
+    # can be shared at all (an interest or keyword of two attendees, a tag
+    # someone looks for and someone offers), so real-world vocabularies stay
+    # small; the set sizes are counted before that pruning.
+    interests: np.ndarray
+    looking_for: np.ndarray  # same columns as `offering`
     offering: np.ndarray
+    keywords: np.ndarray
+    n_interests: np.ndarray  # float64 |I|
+    n_looking_for: np.ndarray  # float64 |LF|
+    n_keywords: np.ndarray  # float64 |K|
     excluded: dict[int, set[int]] = field(default_factory=dict)
 
     @property
@@ -208,7 +366,7 @@ def load(db: Psql, event_id: str) -> EventData:
     )[0]
     dims = ev["embedding_dimensions"]
     people = db.json_rows(
-        "SELECT user_id, status, company, interests, looking_for, offering, "
+        "SELECT user_id, status, company, role, bio, interests, looking_for, offering, "
         "array_ndims(embedding) AS ndims "
         f"FROM event_participants WHERE event_id = {literal(event_id)} ORDER BY user_id"
     )
@@ -242,18 +400,27 @@ def load(db: Psql, event_id: str) -> EventData:
             company[i] = companies.setdefault(key, len(companies))
 
     sets = {name: [tag_set(p[name]) for p in people] for name in ("interests", "looking_for", "offering")}
-    vocab: dict[str, int] = {}
-    for lists in sets.values():
+    words = [set(keywords(p["role"], p["bio"])) for p in people]
+
+    def binary(lists: list[set[str]], columns: dict[str, int]) -> np.ndarray:
+        m = np.zeros((n, max(1, len(columns))), dtype=np.float32)
+        for r, s in enumerate(lists):
+            for t in s:
+                col = columns.get(t)
+                if col is not None:
+                    m[r, col] = 1.0
+        return m
+
+    def shared_by_two(lists: list[set[str]]) -> dict[str, int]:
+        seen: dict[str, int] = {}
         for s in lists:
             for t in s:
-                vocab.setdefault(t, len(vocab))
-    mats = {}
-    for name, lists in sets.items():
-        m = np.zeros((n, max(1, len(vocab))), dtype=np.float32)
-        for i, s in enumerate(lists):
-            for t in s:
-                m[i, vocab[t]] = 1.0
-        mats[name] = m
+                seen[t] = seen.get(t, 0) + 1
+        return {t: i for i, t in enumerate(sorted(t for t, c in seen.items() if c >= 2))}
+
+    wanted = set().union(*sets["looking_for"]) if n else set()
+    offered = set().union(*sets["offering"]) if n else set()
+    trade = {t: i for i, t in enumerate(sorted(wanted & offered))}
 
     excluded: dict[int, set[int]] = {}
     for a, b in db.copy_out(
@@ -272,9 +439,13 @@ def load(db: Psql, event_id: str) -> EventData:
         company=company,
         emb=emb,
         emb_len=emb_len,
-        interests=mats["interests"],
-        looking_for=mats["looking_for"],
-        offering=mats["offering"],
+        interests=binary(sets["interests"], shared_by_two(sets["interests"])),
+        looking_for=binary(sets["looking_for"], trade),
+        offering=binary(sets["offering"], trade),
+        keywords=binary(words, shared_by_two(words)),
+        n_interests=np.array([len(s) for s in sets["interests"]], dtype=np.float64),
+        n_looking_for=np.array([len(s) for s in sets["looking_for"]], dtype=np.float64),
+        n_keywords=np.array([len(s) for s in words], dtype=np.float64),
         excluded=excluded,
     )
 
@@ -289,16 +460,27 @@ def score_block(ev: EventData, rows: np.ndarray, matchable: np.ndarray) -> np.nd
         scores = cos.astype(np.float32)
         eligible = comparable.copy()
     elif ev.algorithm == "hybrid-v1":
-        ni = ev.interests.sum(axis=1).astype(np.float64)
-        nlf = ev.looking_for.sum(axis=1).astype(np.float64)
+        def counts(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            # 0/1 float32 products are exact integer counts (below 2**24).
+            return (x[rows] @ y.T).astype(np.float64)
+
+        def a_side(v: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(v[rows, None], cos.shape)
+
+        def b_side(v: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(v[None, :], cos.shape)
+
         f = PairFeatures(
-            interests_shared=(ev.interests[rows] @ ev.interests.T).astype(np.float64),
-            interests_a=np.broadcast_to(ni[rows, None], cos.shape),
-            interests_b=np.broadcast_to(ni[None, :], cos.shape),
-            a_wants_b_offers=(ev.looking_for[rows] @ ev.offering.T).astype(np.float64),
-            b_wants_a_offers=(ev.offering[rows] @ ev.looking_for.T).astype(np.float64),
-            looking_for_a=np.broadcast_to(nlf[rows, None], cos.shape),
-            looking_for_b=np.broadcast_to(nlf[None, :], cos.shape),
+            interests_shared=counts(ev.interests, ev.interests),
+            interests_a=a_side(ev.n_interests),
+            interests_b=b_side(ev.n_interests),
+            a_wants_b_offers=counts(ev.looking_for, ev.offering),
+            b_wants_a_offers=counts(ev.offering, ev.looking_for),
+            looking_for_a=a_side(ev.n_looking_for),
+            looking_for_b=b_side(ev.n_looking_for),
+            keywords_shared=counts(ev.keywords, ev.keywords),
+            keywords_a=a_side(ev.n_keywords),
+            keywords_b=b_side(ev.n_keywords),
             cosine=cos,
             comparable=comparable,
         )
