@@ -54,6 +54,13 @@ pub const HARD_STOP_GRACE: Duration = Duration::from_secs(1);
 /// hard stop (each), so a hung database cannot hold the process.
 const CLEANUP_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long a worker keeps going back to the event whose batches are full
+/// before it looks for the best event again.
+const STICKY: Duration = Duration::from_millis(250);
+
+/// Rows a run finishes between two vacuums of the queue.
+const VACUUM_EVERY: i64 = 2000;
+
 /// How many event snapshots one process keeps in memory.
 const CACHED_EVENTS: usize = 4;
 
@@ -264,6 +271,8 @@ struct Worker {
     shutdown: CancellationToken,
     last_heartbeat: Instant,
     last_progress_log: Instant,
+    /// Rows finished when the queue was last vacuumed.
+    vacuumed_at: i64,
 }
 
 /// What a long-running process keeps between runs: its worker id and the
@@ -331,6 +340,7 @@ pub async fn run_in(
         shutdown,
         last_heartbeat: started,
         last_progress_log: started,
+        vacuumed_at: 0,
         opts,
     };
     jobs::start_run(&w.pool, w.run_id, &w.worker_id, w.opts.command, w.opts.event).await?;
@@ -421,6 +431,11 @@ impl Worker {
         let mut batch_time = Duration::from_millis(500);
         // Never so large a margin that a short run cannot claim at all.
         let max_margin = self.opts.max_runtime.map_or(Duration::MAX, |r| r / 4);
+        // The event whose last batch was full, and since when this worker
+        // has kept to it: the next batch goes straight back to it (no scan
+        // for the best event) for up to STICKY, then the choice is made
+        // again so that higher-priority work elsewhere waits little.
+        let mut sticky: Option<(Uuid, Instant)> = None;
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(StopReason::Shutdown);
@@ -435,12 +450,25 @@ impl Worker {
             let mut skip = Vec::new();
             let mut worked = false;
             let mut found = false;
-            while let Some(event) = queue::next_event(&self.pool, self.opts.event, &skip).await? {
+            let mut first = sticky.filter(|(_, since)| since.elapsed() < STICKY);
+            sticky = None;
+            loop {
+                let event = match first.take() {
+                    Some((event, since)) => {
+                        sticky = Some((event, since));
+                        event
+                    }
+                    None => match queue::next_event(&self.pool, self.opts.event, &skip).await? {
+                        Some(event) => event,
+                        None => break,
+                    },
+                };
                 found = true;
                 skip.push(event);
                 let conn = self.lock_conn().await?;
                 if !queue::try_lock_event(conn, event).await? {
                     debug!(event.id = %event, "event busy with another worker");
+                    sticky = None;
                 } else {
                     let t0 = Instant::now();
                     match self.batch(event, deadline).await {
@@ -450,13 +478,20 @@ impl Worker {
                             if claimed > 0 {
                                 batch_time = (batch_time + t0.elapsed()) / 2;
                                 worked = true;
+                                sticky = if claimed as i64 >= self.opts.batch_size {
+                                    Some((event, sticky.map_or_else(Instant::now, |(_, since)| since)))
+                                } else {
+                                    None
+                                };
                                 break;
                             }
+                            sticky = None;
                             // Every claimable row is locked by an uncommitted
                             // application transaction: try another event.
                         }
                         Err(e) => {
                             self.batch_failed(event, e).await;
+                            sticky = None;
                             worked = true;
                             break;
                         }
@@ -525,6 +560,18 @@ impl Worker {
             return;
         }
         self.last_heartbeat = Instant::now();
+        // A burst (a cold start, a settings change) leaves thousands of dead
+        // index entries at the head of the claim index faster than
+        // autovacuum wakes up, and every claim would step over them.
+        let finished = self.totals.processed + self.totals.failed;
+        if finished - self.vacuumed_at >= VACUUM_EVERY {
+            self.vacuumed_at = finished;
+            let t = Instant::now();
+            match queue::vacuum(&self.pool).await {
+                Ok(()) => debug!(elapsed_ms = t.elapsed().as_millis() as u64, "vacuumed the queue"),
+                Err(e) => debug!(error = %error_chain(&e), "could not vacuum the queue (autovacuum will)"),
+            }
+        }
         if self.last_progress_log.elapsed() >= Duration::from_secs(10) {
             self.last_progress_log = Instant::now();
             let t = &self.totals;

@@ -359,6 +359,18 @@ pub async fn retrying(db: impl PgExecutor<'_>, event: Uuid) -> Result<i64> {
     .context("counting rows waiting to retry")
 }
 
+/// Vacuums the queue table, skipping it when another vacuum holds it. Only
+/// the pages that changed since the last vacuum are read (the visibility
+/// map), so after a burst this costs milliseconds and makes the claim index
+/// compact again.
+pub async fn vacuum(db: impl PgExecutor<'_>) -> Result<()> {
+    sqlx::query("VACUUM (SKIP_LOCKED) matchmaking_queue")
+        .execute(db)
+        .await
+        .context("vacuuming the queue")?;
+    Ok(())
+}
+
 /// Deletes done rows (at most 10,000 per call, so a run never stalls on a
 /// backlog) and run-history rows finished before `older_than` ago. Returns
 /// queue rows deleted.
