@@ -77,6 +77,16 @@ impl WorkerArgs {
     }
 }
 
+/// The embedding provider the flags describe (one per process: it keeps
+/// the breaker), or `None` without `EMBEDDINGS_URL`.
+pub fn embedder(
+    args: &crate::embeddings::EmbeddingArgs,
+) -> Result<Option<std::sync::Arc<crate::embeddings::Embedder>>> {
+    Ok(args
+        .provider()?
+        .map(|p| std::sync::Arc::new(crate::embeddings::Embedder::new(p))))
+}
+
 /// A token cancelled on SIGINT or SIGTERM.
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();

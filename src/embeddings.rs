@@ -85,6 +85,7 @@
 //! key before it is kept.
 
 pub mod args;
+pub mod attach;
 pub mod breaker;
 pub mod cache;
 pub mod client;
@@ -192,6 +193,49 @@ pub struct EmbedStats {
     pub breaker_opens: u64,
     /// Cache writes that failed (the vectors were still returned).
     pub cache_write_errors: u64,
+}
+
+macro_rules! each_stat {
+    ($m:ident) => {
+        $m!(
+            inputs,
+            duplicates,
+            cache_hits,
+            cache_misses,
+            provider_calls,
+            retries,
+            inputs_sent,
+            tokens,
+            vectors_received,
+            vectors_cached,
+            invalid_vectors,
+            failed_requests,
+            fast_failures,
+            breaker_opens,
+            cache_write_errors
+        )
+    };
+}
+
+impl EmbedStats {
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: &EmbedStats) {
+        macro_rules! add {
+            ($($f:ident),*) => { $(self.$f += other.$f;)* };
+        }
+        each_stat!(add);
+    }
+
+    /// What was counted since `before` (an earlier copy of the same
+    /// embedder's statistics).
+    pub fn since(&self, before: &EmbedStats) -> EmbedStats {
+        let mut out = EmbedStats::default();
+        macro_rules! sub {
+            ($($f:ident),*) => { $(out.$f = self.$f.saturating_sub(before.$f);)* };
+        }
+        each_stat!(sub);
+        out
+    }
 }
 
 /// The provider with its breaker and statistics. `embed` takes `&self`, so

@@ -28,6 +28,7 @@
 //!   attempt refunded. A hard stop at `max_runtime + grace` abandons whatever
 //!   is still waiting on the database and releases the rows.
 
+use crate::embeddings::attach;
 use crate::matching::profile::{Participant, TagInterner};
 use crate::matching::score::explain;
 use crate::matching::{self, Entry, Event, EventSettings, IdMap, Lists};
@@ -90,6 +91,9 @@ pub struct WorkerOptions {
     /// Benchmarks only: complete claimed rows without scoring (see
     /// `--bench-null-scorer`).
     pub null_scorer: bool,
+    /// The embedding provider (`None`: application embeddings only); see
+    /// [`crate::embeddings::attach`].
+    pub embedder: Option<std::sync::Arc<crate::embeddings::Embedder>>,
 }
 
 impl Default for WorkerOptions {
@@ -109,6 +113,7 @@ impl Default for WorkerOptions {
             retain_done: Duration::from_secs(7 * 24 * 3600),
             fault_score_delay: Duration::ZERO,
             null_scorer: false,
+            embedder: None,
         }
     }
 }
@@ -646,6 +651,16 @@ impl Worker {
             return self.write_batch(event, None, scored, release, given_up, t0).await;
         }
 
+        // Provider embeddings for attendees without one, committed before
+        // the snapshot (see `embeddings::attach` for why that is exact).
+        let held = match self.opts.embedder.clone() {
+            Some(e) => {
+                let stats = &mut self.totals.embeddings;
+                attach::attach(&self.pool, &e, event, &rows, deadline, self.opts.lease, stats).await?
+            }
+            None => attach::Held::default(),
+        };
+
         let mut cached = self.refresh(event).await?;
         let read_ms = t0.elapsed().as_millis();
 
@@ -653,13 +668,14 @@ impl Worker {
         let stop = self.shutdown.clone();
         let score_deadline = deadline.map(|d| d.into_std());
         let fault_delay = self.opts.fault_score_delay;
-        let (cached, scored) = tokio::task::spawn_blocking(move || {
+        let (cached, mut scored) = tokio::task::spawn_blocking(move || {
             let result = score_batch(&mut cached, &rows, score_deadline, &stop, fault_delay);
             cached.last_used = Instant::now();
             (cached, result)
         })
         .await
         .context("scoring task panicked")?;
+        held.apply(&mut scored.done, &mut scored.problems);
         let score_ms = t0.elapsed().as_millis() - read_ms;
         debug!(
             read_ms = read_ms as u64,
@@ -730,7 +746,7 @@ impl Worker {
         self.totals.failed += failed as i64;
         self.totals.released += release.len() as i64 - released.left_leased as i64;
         for (id, user, err) in scored.problems.iter() {
-            warn!(row = id, user.id = %user, error = %err, "attendee has malformed data");
+            warn!(row = id, user.id = %user, error = %err, "attendee not finished (malformed data or no embedding yet)");
         }
         debug!(
             processed,

@@ -38,23 +38,48 @@ fn seeds() -> Vec<u64> {
 async fn lists_equal_brute_force_after_concurrent_churn_with_killed_workers(pool: PgPool) {
     for seed in seeds() {
         eprintln!("exactness: seed {seed} (replay with EXACTNESS_SEED={seed})");
-        run_seed(&pool, seed).await;
+        run_seed(&pool, seed, None).await;
     }
 }
 
-async fn run_seed(pool: &PgPool, seed: u64) {
+/// The same churn under hybrid-v1 with an embedding provider (a
+/// deterministic fake that fails in alternating windows): about half the
+/// attendees have no application embedding and get the provider's, late
+/// (held rows, the breaker), so embeddings arrive as profile changes of their
+/// own. The oracle uses the stored provider vectors.
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn lists_equal_brute_force_with_late_provider_embeddings(pool: PgPool) {
+    let fake = provider::FakeProvider::start(provider::Mode::Flaky(Duration::from_millis(700))).await;
+    for seed in seeds().into_iter().take(2) {
+        eprintln!("exactness with a provider: seed {seed} (replay with EXACTNESS_SEED={seed})");
+        fake.set_mode(provider::Mode::Flaky(Duration::from_millis(700)));
+        run_seed(&pool, seed, Some(&fake)).await;
+    }
+}
+
+async fn run_seed(pool: &PgPool, seed: u64, fake: Option<&provider::FakeProvider>) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let algorithm = if seed.is_multiple_of(2) {
+    let algorithm = if seed.is_multiple_of(2) || fake.is_some() {
         "hybrid-v1"
     } else {
         "cosine-v1"
     };
+    // With a provider, about half the attendees bring no embedding.
+    let mut erng = StdRng::seed_from_u64(seed ^ 0xe5bed);
+    let mut strip = move |p: &mut Profile| {
+        if fake.is_some() && erng.gen_bool(0.5) {
+            p.embedding = None;
+        }
+    };
+    let embedder = fake.map(|f| f.embedder(Duration::from_millis(500)));
+    let env: Vec<(&'static str, String)> = fake.map(|f| f.env()).unwrap_or_default();
     let k = rng.gen_range(1..=4);
     let event = create_event(pool, &format!("prop-{seed}"), algorithm, k).await;
     let dims = 8;
     let mut users: Vec<Uuid> = Vec::new();
     for _ in 0..150 {
-        let p = random_profile(&mut rng, dims);
+        let mut p = random_profile(&mut rng, dims);
+        strip(&mut p);
         insert_profile(pool, event, &p).await;
         users.push(p.user_id);
     }
@@ -65,7 +90,7 @@ async fn run_seed(pool: &PgPool, seed: u64) {
 
     // Two in-process workers with short deadlines (exercising resumption).
     for w in 0..2u64 {
-        let (pool, stop) = (pool.clone(), stop.clone());
+        let (pool, stop, embedder) = (pool.clone(), stop.clone(), embedder.clone());
         tasks.push(tokio::spawn(async move {
             let connect = pool.connect_options();
             let mut runs = 0u64;
@@ -73,6 +98,7 @@ async fn run_seed(pool: &PgPool, seed: u64) {
                 let opts = WorkerOptions {
                     max_runtime: Some(Duration::from_millis(600 + 400 * ((runs + w) % 4))),
                     batch_size: 5 + 10 * (w as i64),
+                    embedder: embedder.clone(),
                     ..fast_options()
                 };
                 worker::run(&pool, &connect, opts, stop.clone())
@@ -88,7 +114,7 @@ async fn run_seed(pool: &PgPool, seed: u64) {
     // at random moments of their run.
     let url = database_url(pool).await;
     for p in 0..2u64 {
-        let (stop, url, kills) = (stop.clone(), url.clone(), kills.clone());
+        let (stop, url, kills, env) = (stop.clone(), url.clone(), kills.clone(), env.clone());
         let mut prng = StdRng::seed_from_u64(seed ^ (0x5eed + p));
         tasks.push(tokio::spawn(async move {
             while !stop.is_cancelled() {
@@ -97,6 +123,7 @@ async fn run_seed(pool: &PgPool, seed: u64) {
                     .args(["--retry-max", "200ms", "--max-attempts", "3", "--batch-size", "10"])
                     .args(["--fault-score-delay", "2ms"])
                     .env("DATABASE_URL", &url)
+                    .envs(env.iter().cloned())
                     .env("RUST_LOG", "error")
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
@@ -132,6 +159,7 @@ async fn run_seed(pool: &PgPool, seed: u64) {
         ])
         .args(["--retry-max", "200ms", "--max-attempts", "3", "--batch-size", "7"])
         .env("DATABASE_URL", &url)
+        .envs(env.iter().cloned())
         .env("RUST_LOG", "error")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -148,6 +176,7 @@ async fn run_seed(pool: &PgPool, seed: u64) {
         match op {
             0..=24 => {
                 let mut p = random_profile(&mut rng, dims);
+                strip(&mut p);
                 if rng.gen_bool(0.05) {
                     // Malformed: cosine-v1 must leave them unmatched; hybrid-v1 ignores the vector.
                     p.embedding = Some(vec![f32::NAN; dims]);
@@ -158,6 +187,7 @@ async fn run_seed(pool: &PgPool, seed: u64) {
             25..=44 => {
                 let u = pick(&mut rng, &users);
                 let mut p = random_profile(&mut rng, dims);
+                strip(&mut p);
                 p.user_id = u;
                 update_profile(pool, event, &p).await;
             }
@@ -281,8 +311,38 @@ async fn run_seed(pool: &PgPool, seed: u64) {
         kills.load(Ordering::Relaxed) >= 1,
         "seed {seed}: no worker process was killed"
     );
-    // Let the killed workers' leases expire and finish everything.
-    drain(pool, &fast_options(), Duration::from_secs(60)).await;
+    // Let the killed workers' leases expire and finish everything (with the
+    // provider healthy again, past the breakers' cool-down).
+    if let Some(f) = fake {
+        f.set_mode(provider::Mode::Healthy);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let final_opts = WorkerOptions {
+        embedder: embedder.clone(),
+        ..fast_options()
+    };
+    drain(pool, &final_opts, Duration::from_secs(60)).await;
+    if fake.is_some() {
+        let (current, total): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE pe.source_xid = p.change_xid), count(*)
+               FROM event_participants p
+               LEFT JOIN matchmaking_profile_embeddings pe ON pe.event_id = p.event_id AND pe.user_id = p.user_id
+              WHERE p.event_id = $1 AND p.status = 'active' AND p.embedding IS NULL",
+        )
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .expect("provider vectors");
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM matchmaking_queue WHERE event_id = $1 AND last_error LIKE '%without an embedding%'",
+        )
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .expect("held rows");
+        eprintln!("exactness: seed {seed}: {current} of {total} attendees without an application embedding have a current provider vector; {held} rows were held for one");
+        assert!(current > 0, "seed {seed}: no provider vector was used");
+    }
     let reclaimed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM matchmaking_queue WHERE event_id = $1 AND attempts > 1")
             .bind(event)

@@ -28,9 +28,12 @@ pub struct Args {
     pub max_runtime: Option<Duration>,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub embeddings: crate::embeddings::EmbeddingArgs,
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let embedder = super::embedder(&args.embeddings)?;
     let (connect, pool) = super::connect(&args.db, 4).await?;
     let event = events::require(&pool, &args.event).await?;
     let label = format!("{} ({})", event.code, event.id);
@@ -76,6 +79,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
 
     let mut opts = args.worker.options("admin-start-matching");
+    opts.embedder = embedder;
     opts.max_runtime = args.max_runtime;
     opts.event = Some(event.id);
     opts.until_event_done = true;

@@ -30,6 +30,8 @@ pub struct Args {
     pub db: DbArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub embeddings: crate::embeddings::EmbeddingArgs,
     /// When to drain even without notifications: six-field cron, seconds first, UTC.
     #[arg(long, env = "MATCHMAKER_SCHEDULE", default_value = "0 * * * * *", value_parser = parse_schedule)]
     pub schedule: String,
@@ -57,6 +59,7 @@ fn parse_schedule(s: &str) -> Result<String, String> {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let embedder = super::embedder(&args.embeddings)?;
     let (connect, pool) = super::connect(&args.db, 6).await?;
     let event: Option<Uuid> = events::resolve(&pool, args.event.as_deref()).await?;
     // Refuse to start (rather than warn every second) without the schema.
@@ -114,6 +117,7 @@ pub async fn run(args: Args) -> Result<()> {
     });
 
     let mut opts = args.worker.options("daemon");
+    opts.embedder = embedder;
     opts.max_runtime = Some(args.max_runtime);
     opts.event = event;
     // One session across drains: event snapshots are refreshed by delta.

@@ -12,6 +12,8 @@ pub struct Args {
     pub db: DbArgs,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub embeddings: crate::embeddings::EmbeddingArgs,
     /// Stop claiming in time to return within this.
     #[arg(long, env = "MATCHMAKER_MAX_RUNTIME", default_value = "45s", value_parser = parse_duration_min_1s)]
     pub max_runtime: Duration,
@@ -24,9 +26,11 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let embedder = super::embedder(&args.embeddings)?;
     let (connect, pool) = super::connect(&args.db, 4).await?;
     let event = events::resolve(&pool, args.event.as_deref()).await?;
     let mut opts = args.worker.options("run");
+    opts.embedder = embedder;
     opts.max_runtime = Some(args.max_runtime);
     opts.event = event;
     let summary = worker::run(&pool, &connect, opts, super::shutdown_on_signals()).await?;

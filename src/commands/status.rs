@@ -98,6 +98,15 @@ pub struct Run {
     pub failed: i32,
     pub stop_reason: Option<String>,
     pub error: Option<String>,
+    /// Embedding provider use (zeros without a provider): profiles asked
+    /// for, distinct texts found in / missing from the cache, HTTP requests
+    /// (retries included), tokens billed, requests that failed for good.
+    pub embedding_inputs: i32,
+    pub embedding_cache_hits: i32,
+    pub embedding_cache_misses: i32,
+    pub embedding_calls: i32,
+    pub embedding_tokens: i64,
+    pub embedding_failures: i32,
 }
 
 /// Reads the whole status, optionally for one event.
@@ -193,7 +202,9 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .await
     .context("reading job progress")?;
     let runs = sqlx::query_as::<_, Run>(
-        "SELECT id, worker_id, command, started_at, finished_at, claimed, processed, failed, stop_reason, error
+        "SELECT id, worker_id, command, started_at, finished_at, claimed, processed, failed, stop_reason, error,
+                embedding_inputs, embedding_cache_hits, embedding_cache_misses, embedding_calls, embedding_tokens,
+                embedding_failures
            FROM matchmaking_runs WHERE ($1::uuid IS NULL OR event_id = $1 OR event_id IS NULL)
           ORDER BY started_at DESC LIMIT 5",
     )
@@ -349,6 +360,18 @@ pub fn render(s: &Status) -> String {
                 (None, _) => "running (or killed)".to_string(),
             }
         );
+        if r.embedding_inputs > 0 || r.embedding_calls > 0 {
+            let _ = writeln!(
+                o,
+                "      embeddings: {} asked, cache {} hit(s) / {} miss(es), {} provider call(s), {} token(s), {} failed request(s)",
+                r.embedding_inputs,
+                r.embedding_cache_hits,
+                r.embedding_cache_misses,
+                r.embedding_calls,
+                r.embedding_tokens,
+                r.embedding_failures
+            );
+        }
     }
     o
 }

@@ -89,7 +89,7 @@ impl fmt::Debug for EmbeddingArgs {
 mod tests {
     use super::*;
     use crate::cli::Cli;
-    use clap::{Args, CommandFactory, Parser};
+    use clap::{CommandFactory, Parser};
 
     #[derive(Debug, Parser)]
     struct Only {
@@ -107,12 +107,25 @@ mod tests {
     }
 
     #[test]
-    fn flattening_into_the_scoring_commands_collides_with_nothing() {
-        let mut cli = Cli::command();
+    fn the_scoring_commands_take_the_flags_and_nothing_collides() {
+        Cli::command().debug_assert();
+        let cli = Cli::command();
         for sub in ["run", "daemon", "admin-start-matching"] {
-            cli = cli.mut_subcommand(sub, EmbeddingArgs::augment_args);
+            let cmd = cli.find_subcommand(sub).expect("subcommand");
+            for flag in [
+                "embeddings_url",
+                "embeddings_api_key",
+                "embeddings_model",
+                "embeddings_dimensions",
+            ] {
+                assert!(cmd.get_arguments().any(|a| a.get_id() == flag), "{sub} lacks {flag}");
+            }
         }
-        cli.debug_assert();
+        assert!(!cli
+            .find_subcommand("status")
+            .expect("status")
+            .get_arguments()
+            .any(|a| a.get_id() == "embeddings_url"));
     }
 
     #[test]

@@ -118,6 +118,10 @@ fn saturate(n: i64) -> i32 {
     i32::try_from(n).unwrap_or(if n < 0 { 0 } else { i32::MAX })
 }
 
+fn saturate_u(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 /// Totals of one worker invocation.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RunTotals {
@@ -126,6 +130,8 @@ pub struct RunTotals {
     pub processed: i64,
     pub failed: i64,
     pub released: i64,
+    /// What the embedding provider did for this run (zeros without one).
+    pub embeddings: crate::embeddings::EmbedStats,
 }
 
 /// Records the start of a worker invocation in the run history.
@@ -155,11 +161,14 @@ pub async fn update_run(
     stop_reason: Option<&str>,
     error: Option<&str>,
 ) -> Result<()> {
+    let e = &t.embeddings;
     sqlx::query(
         "UPDATE matchmaking_runs
             SET batches = $2, claimed = $3, processed = $4, failed = $5, released = $6,
                 heartbeat_at = now(), stop_reason = $7, error = $8,
-                finished_at = CASE WHEN $7 IS NULL THEN NULL ELSE now() END
+                finished_at = CASE WHEN $7 IS NULL THEN NULL ELSE now() END,
+                embedding_inputs = $9, embedding_cache_hits = $10, embedding_cache_misses = $11,
+                embedding_calls = $12, embedding_tokens = $13, embedding_failures = $14
           WHERE id = $1",
     )
     .bind(id)
@@ -170,6 +179,12 @@ pub async fn update_run(
     .bind(saturate(t.released))
     .bind(stop_reason)
     .bind(error)
+    .bind(saturate_u(e.inputs))
+    .bind(saturate_u(e.cache_hits))
+    .bind(saturate_u(e.cache_misses))
+    .bind(saturate_u(e.provider_calls))
+    .bind(i64::try_from(e.tokens).unwrap_or(i64::MAX))
+    .bind(saturate_u(e.failed_requests + e.fast_failures))
     .execute(db)
     .await
     .context("recording run totals")?;

@@ -72,7 +72,10 @@ pub struct Reloaded {
 /// multi-dimensional text arrays and arrays not starting at index 1 are
 /// flattened (`unnest` reads every element in order); a multi-dimensional
 /// embedding is withheld and its number of dimensions reported instead, so
-/// one malformed row never fails the read of a whole event. Only the first
+/// one malformed row never fails the read of a whole event. When the
+/// application supplied no embedding (NULL or empty), the provider's vector
+/// for this very row version is used (`matchmaking_profile_embeddings`, see
+/// `crate::embeddings::attach`). Only the first
 /// `MAX_BIO_CHARS` (2000) characters of a bio are scored, so no more are sent.
 const PARTICIPANT_COLUMNS: &str = "user_id, status, company, role, left(bio, 2000) AS bio,
     CASE WHEN interests IS NULL OR (array_ndims(interests) = 1 AND array_lower(interests, 1) = 1)
@@ -81,10 +84,23 @@ const PARTICIPANT_COLUMNS: &str = "user_id, status, company, role, left(bio, 200
          THEN looking_for ELSE ARRAY(SELECT unnest(looking_for)) END AS looking_for,
     CASE WHEN offering IS NULL OR (array_ndims(offering) = 1 AND array_lower(offering, 1) = 1)
          THEN offering ELSE ARRAY(SELECT unnest(offering)) END AS offering,
-    CASE WHEN array_ndims(embedding) > 1 THEN NULL
+    CASE WHEN coalesce(cardinality(embedding), 0) = 0 THEN coalesce((
+             SELECT pe.embedding FROM matchmaking_profile_embeddings pe
+              WHERE pe.event_id = event_participants.event_id AND pe.user_id = event_participants.user_id
+                AND pe.source_xid = event_participants.change_xid), embedding)
+         WHEN array_ndims(embedding) > 1 THEN NULL
          WHEN array_lower(embedding, 1) <> 1 THEN ARRAY(SELECT unnest(embedding))
          ELSE embedding END AS embedding,
     coalesce(array_ndims(embedding), 1) AS embedding_ndims";
+
+/// Provider embeddings written since the snapshot `$2` (event `$1`): such an
+/// attendee's effective profile changed even though their row did not.
+const EMBEDDED_SINCE: &str = "SELECT 1 FROM matchmaking_profile_embeddings pe
+     WHERE pe.event_id = $1 AND pe.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+       AND NOT pg_visible_in_snapshot(pe.change_xid, $2::text::pg_snapshot)";
+const EMBEDDED_SINCE_USERS: &str = "SELECT pe.user_id FROM matchmaking_profile_embeddings pe
+     WHERE pe.event_id = $1 AND pe.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+       AND NOT pg_visible_in_snapshot(pe.change_xid, $2::text::pg_snapshot)";
 
 #[derive(sqlx::FromRow)]
 struct PRow {
@@ -148,7 +164,7 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
         .await
         .context("starting the snapshot read")?;
     let snap = since.map(|s| s.pg_snapshot);
-    let head: Option<HeadRow> = sqlx::query_as(
+    let head: Option<HeadRow> = sqlx::query_as(&format!(
         "SELECT pg_current_snapshot()::text AS pg_snapshot,
                 e.algorithm, e.matches_per_user, e.exclude_same_company, e.embedding_dimensions,
                 coalesce((SELECT version FROM matchmaking_event_state WHERE event_id = $1), 0) AS version,
@@ -172,9 +188,10 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
                     SELECT 1 FROM event_participants p
                      WHERE p.event_id = $1
                        AND p.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
-                       AND NOT pg_visible_in_snapshot(p.change_xid, $2::text::pg_snapshot)) AS participants_changed
-           FROM events e WHERE e.id = $1",
-    )
+                       AND NOT pg_visible_in_snapshot(p.change_xid, $2::text::pg_snapshot))
+                OR EXISTS ({EMBEDDED_SINCE}) AS participants_changed
+           FROM events e WHERE e.id = $1"
+    ))
     .bind(event)
     .bind(snap)
     .bind(since.map_or(i64::MAX, |s| s.queue_seen))
@@ -201,8 +218,9 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
                 sqlx::query_as(&format!(
                     "SELECT {PARTICIPANT_COLUMNS} FROM event_participants
                       WHERE event_id = $1
-                        AND change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
-                        AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot)"
+                        AND ((change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+                              AND NOT pg_visible_in_snapshot(change_xid, $2::text::pg_snapshot))
+                             OR user_id IN ({EMBEDDED_SINCE_USERS}))"
                 ))
                 .bind(event)
                 .bind(snap)

@@ -247,6 +247,9 @@ pub async fn load_event(pool: &PgPool, event: Uuid) -> Event {
         embedding_dimensions: dims.map(|d| d as usize),
     };
     let mut e = Event::new(settings, TagInterner::default());
+    // Without an application embedding (NULL or empty), the provider's
+    // vector for the row's current version (matchmaking_profile_embeddings)
+    // is the attendee's embedding.
     // Arrays are read flat (the oracle's own SQL): a multi-dimensional
     // embedding is withheld and counted as malformed. Role and bio are read
     // in full (scoring reads only the first MAX_BIO_CHARS of a bio).
@@ -267,10 +270,14 @@ pub async fn load_event(pool: &PgPool, event: Uuid) -> Event {
                 CASE WHEN interests IS NULL THEN NULL ELSE ARRAY(SELECT unnest(interests)) END,
                 CASE WHEN looking_for IS NULL THEN NULL ELSE ARRAY(SELECT unnest(looking_for)) END,
                 CASE WHEN offering IS NULL THEN NULL ELSE ARRAY(SELECT unnest(offering)) END,
-                CASE WHEN embedding IS NULL OR array_ndims(embedding) > 1 THEN NULL
+                CASE WHEN coalesce(cardinality(embedding), 0) = 0 THEN
+                          coalesce((SELECT pe.embedding FROM matchmaking_profile_embeddings pe
+                                     WHERE pe.event_id = p.event_id AND pe.user_id = p.user_id
+                                       AND pe.source_xid = p.change_xid), embedding)
+                     WHEN array_ndims(embedding) > 1 THEN NULL
                      ELSE ARRAY(SELECT unnest(embedding)) END,
                 coalesce(array_ndims(embedding), 1)
-           FROM event_participants WHERE event_id = $1",
+           FROM event_participants p WHERE event_id = $1",
     )
     .bind(event)
     .fetch_all(pool)
@@ -352,3 +359,4 @@ pub async fn assert_exact(pool: &PgPool, event: Uuid, context: &str) -> usize {
     );
     rows.len()
 }
+pub mod provider;
