@@ -65,6 +65,10 @@ pub struct Event {
     exclusions: HashSet<(Uuid, Uuid)>,
     /// The same pairs by attendee, in both directions.
     excluded: IdMap<Uuid, Vec<Uuid>>,
+    /// Who holds each tag id, per field (interests, looking_for, offering,
+    /// keywords), by participant index: hybrid-v1 finds the attendees that
+    /// share anything with someone without comparing every pair.
+    postings: [IdMap<u32, Vec<u32>>; 4],
     pub tags: TagInterner,
 }
 
@@ -123,6 +127,7 @@ impl Event {
             companies: HashMap::new(),
             exclusions: HashSet::new(),
             excluded: IdMap::default(),
+            postings: Default::default(),
             tags,
         }
     }
@@ -141,19 +146,68 @@ impl Event {
             },
             None => NO_COMPANY,
         };
-        match self.index.get(&p.user_id) {
+        let i = match self.index.get(&p.user_id) {
             Some(&i) => {
-                self.participants[i] = p;
+                let old = std::mem::replace(&mut self.participants[i], p);
+                self.post(&old, i, false);
                 self.matchable[i] = matchable;
                 self.company[i] = company;
+                i
             }
             None => {
-                self.index.insert(p.user_id, self.participants.len());
+                let i = self.participants.len();
+                self.index.insert(p.user_id, i);
                 self.participants.push(p);
                 self.matchable.push(matchable);
                 self.company.push(company);
+                i
+            }
+        };
+        let p = self.participants[i].clone();
+        self.post(&p, i, true);
+    }
+
+    /// Adds or removes participant `i` in the postings of `p`'s tags.
+    fn post(&mut self, p: &Participant, i: usize, add: bool) {
+        let Ok(at) = u32::try_from(i) else { return };
+        let fields: [&[u32]; 4] = [&p.interests, &p.looking_for, &p.offering, &p.keywords];
+        for (postings, tags) in self.postings.iter_mut().zip(fields) {
+            for t in tags {
+                if add {
+                    postings.entry(*t).or_default().push(at);
+                } else if let Some(list) = postings.get_mut(t) {
+                    if let Some(pos) = list.iter().position(|x| *x == at) {
+                        list.swap_remove(pos);
+                    }
+                }
             }
         }
+    }
+
+    /// Participants that share at least one tag with `u` in a way hybrid-v1
+    /// counts (an interest, a keyword, or a looking-for/offering pair either
+    /// way), as flags by index.
+    fn overlapping(&self, u: &Participant) -> Vec<bool> {
+        let mut seen = vec![false; self.participants.len()];
+        // (postings field, u's tags): v's interests ∋ u's interest, v's
+        // offering ∋ what u looks for, v's looking_for ∋ what u offers, v's
+        // keywords ∋ u's keyword.
+        let pairs: [(usize, &[u32]); 4] = [
+            (0, &u.interests),
+            (2, &u.looking_for),
+            (1, &u.offering),
+            (3, &u.keywords),
+        ];
+        for (field, tags) in pairs {
+            for t in tags {
+                for &i in self.postings[field].get(t).into_iter().flatten() {
+                    if let Some(flag) = seen.get_mut(i as usize) {
+                        *flag = true;
+                    }
+                }
+            }
+        }
+        seen
     }
 
     /// Records that `a` asked never to be matched with `b` (which works both ways).
@@ -270,8 +324,19 @@ impl Event {
                         Some(c) => c,
                         None => continue,
                     },
-                    Algorithm::HybridV1 => score::hybrid_with_similarity(u, other, cos).score,
+                    // Strangers first: a pair with nothing in common scores
+                    // from the similarity alone; the pairs with overlap are
+                    // rescored below.
+                    Algorithm::HybridV1 => score::stranger_score(cos),
                 };
+            }
+            if alg == Algorithm::HybridV1 {
+                for (i, hit) in self.overlapping(u).into_iter().enumerate() {
+                    if hit && !row[i].is_nan() {
+                        let cos = sim.and_then(|s| score_at(s, i)).map(|c| c.clamp(-1.0, 1.0));
+                        row[i] = score::hybrid_with_similarity(u, &self.participants[i], cos).score;
+                    }
+                }
             }
             for x in self.excluded.get(&u.user_id).into_iter().flatten() {
                 if let Some(&i) = self.index.get(x) {

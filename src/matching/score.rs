@@ -266,6 +266,13 @@ pub fn hybrid_with_similarity(a: &Participant, b: &Participant, e: Option<f32>) 
     }
 }
 
+/// hybrid-v1's score of a pair with no real overlap, given their similarity:
+/// the same arithmetic as [`hybrid_with_similarity`] takes for such a pair,
+/// so a scorer that knows a pair shares nothing can skip the intersections.
+pub fn stranger_score(e: Option<f32>) -> f32 {
+    (STRANGER_CEILING * e.map(unit).unwrap_or(0.0)).clamp(0.0, 1.0) as f32
+}
+
 /// The most items a list in `reasons` holds (the sentence shows fewer).
 pub const MAX_REASON_ITEMS: usize = 20;
 /// The most items one clause of the sentence names before "and N more".
