@@ -77,6 +77,19 @@ fn dot_group<const Q: usize>(qs: [&[f32]; Q], c: &[f32]) -> [f32; Q] {
 /// while every group of queries passes over them.
 #[inline(always)]
 fn block(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+    block_with(queries, cands, out, stride, dot_group::<GROUP>, dot_group::<1>)
+}
+
+/// [`block`] with the group functions of one instruction set.
+#[inline(always)]
+fn block_with(
+    queries: &[&[f32]],
+    cands: &[Option<&[f32]>],
+    out: &mut [f32],
+    stride: usize,
+    group: impl Fn([&[f32]; GROUP], &[f32]) -> [f32; GROUP],
+    single: impl Fn([&[f32]; 1], &[f32]) -> [f32; 1],
+) {
     let len = queries.first().map_or(1, |q| q.len()).max(1);
     let tile = (TILE_BYTES / (len * 4)).clamp(8, 4096);
     for t0 in (0..cands.len()).step_by(tile) {
@@ -91,13 +104,13 @@ fn block(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: 
                 }
                 let col = t0 + k;
                 if rest >= GROUP {
-                    let r = dot_group::<GROUP>([queries[q0], queries[q0 + 1], queries[q0 + 2], queries[q0 + 3]], c);
+                    let r = group([queries[q0], queries[q0 + 1], queries[q0 + 2], queries[q0 + 3]], c);
                     for (q, v) in r.into_iter().enumerate() {
                         out[(q0 + q) * stride + col] = v;
                     }
                 } else {
                     for q in 0..rest {
-                        out[(q0 + q) * stride + col] = dot_group::<1>([queries[q0 + q]], c)[0];
+                        out[(q0 + q) * stride + col] = single([queries[q0 + q]], c)[0];
                     }
                 }
             }
@@ -271,50 +284,24 @@ mod x86 {
         out
     }
 
-    macro_rules! kernel_pair {
-        ($dot:ident, $block:ident, $group:ident, $features:literal) => {
-            #[target_feature(enable = $features)]
-            unsafe fn $block(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
-                let len = queries.first().map_or(1, |q| q.len()).max(1);
-                let tile = (TILE_BYTES / (len * 4)).clamp(8, 4096);
-                for t0 in (0..cands.len()).step_by(tile) {
-                    let t1 = (t0 + tile).min(cands.len());
-                    let mut q0 = 0;
-                    while q0 < queries.len() {
-                        let rest = queries.len() - q0;
-                        for (k, c) in cands[t0..t1].iter().enumerate() {
-                            let Some(c) = c else { continue };
-                            if c.len() != len {
-                                continue;
-                            }
-                            let col = t0 + k;
-                            if rest >= GROUP {
-                                let r = $group::<GROUP>(
-                                    [queries[q0], queries[q0 + 1], queries[q0 + 2], queries[q0 + 3]],
-                                    c,
-                                );
-                                for (q, v) in r.into_iter().enumerate() {
-                                    out[(q0 + q) * stride + col] = v;
-                                }
-                            } else {
-                                for q in 0..rest {
-                                    out[(q0 + q) * stride + col] = $group::<1>([queries[q0 + q]], c)[0];
-                                }
-                            }
-                        }
-                        q0 += GROUP.min(rest);
-                    }
-                }
-            }
-
-            #[target_feature(enable = $features)]
-            unsafe fn $dot(a: &[f32], b: &[f32]) -> f32 {
-                $group::<1>([a], b)[0]
-            }
-        };
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_avx2(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+        // SAFETY: the closures run inside this function, whose features
+        // `select` checked.
+        block_with(
+            queries,
+            cands,
+            out,
+            stride,
+            |qs, c| unsafe { group_avx2::<GROUP>(qs, c) },
+            |qs, c| unsafe { group_avx2::<1>(qs, c) },
+        )
     }
 
-    kernel_pair!(dot_avx2, block_avx2, group_avx2, "avx2,fma");
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        group_avx2::<1>([a], b)[0]
+    }
 
     // SAFETY (all four wrappers): they are only selected by `select` after
     // `is_x86_feature_detected!` confirmed the features they enable. Queries
@@ -344,6 +331,18 @@ mod x86 {
             return Some((dot_avx2_safe, block_avx2_safe, "avx2"));
         }
         None
+    }
+
+    #[cfg(test)]
+    pub(super) fn blocks() -> Vec<(BlockFn, &'static str)> {
+        let mut v: Vec<(BlockFn, &'static str)> = Vec::new();
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+            v.push((block_avx512_safe, "avx512"));
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            v.push((block_avx2_safe, "avx2"));
+        }
+        v
     }
 
     #[cfg(test)]
@@ -512,6 +511,26 @@ mod tests {
             for (k, c) in cands.iter().enumerate() {
                 let c = c.as_deref().unwrap_or(&[]);
                 assert_eq!(out[q * cs.len() + k].to_bits(), dot(qv, c).to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn every_blocked_kernel_gives_the_same_bits() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for len in [7usize, 16, 33, 384] {
+            let queries: Vec<Vec<f32>> = (0..6).map(|_| vec_of(&mut rng, len)).collect();
+            let cands: Vec<Option<Vec<f32>>> = (0..41).map(|k| (k % 9 != 4).then(|| vec_of(&mut rng, len))).collect();
+            let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+            let cs: Vec<Option<&[f32]>> = cands.iter().map(|c| c.as_deref()).collect();
+            let mut want = vec![0.0; qs.len() * cs.len()];
+            block_portable(&qs, &cs, &mut want, cs.len());
+            #[cfg(target_arch = "x86_64")]
+            for (f, name) in x86::blocks() {
+                let mut got = vec![0.0; qs.len() * cs.len()];
+                f(&qs, &cs, &mut got, cs.len());
+                let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{name} len {len}");
             }
         }
     }
