@@ -57,7 +57,7 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// How long a worker keeps going back to the event whose batches are full
 /// before it looks for the best event again.
-const STICKY: Duration = Duration::from_millis(250);
+const STICKY: Duration = Duration::from_millis(100);
 
 /// Rows a run finishes between two vacuums of the queue.
 const VACUUM_EVERY: i64 = 2000;
@@ -169,6 +169,8 @@ struct CachedEvent {
     /// Open (pending or processing) queue rows, and how many per attendee.
     open_rows: IdMap<i64, Uuid>,
     open_count: IdMap<Uuid, u32>,
+    /// By participant index: whether `open_count` has the attendee.
+    open_flags: Vec<bool>,
     /// The highest queue row id seen.
     queue_seen: i64,
     last_used: Instant,
@@ -177,7 +179,11 @@ struct CachedEvent {
 impl CachedEvent {
     fn add_open(&mut self, id: i64, user: Uuid) {
         if self.open_rows.insert(id, user).is_none() {
-            *self.open_count.entry(user).or_default() += 1;
+            let c = self.open_count.entry(user).or_default();
+            *c += 1;
+            if *c == 1 {
+                self.flag_open(&user, true);
+            }
         }
         self.queue_seen = self.queue_seen.max(id);
     }
@@ -188,7 +194,25 @@ impl CachedEvent {
                 *c -= 1;
                 if *c == 0 {
                     self.open_count.remove(&user);
+                    self.flag_open(&user, false);
                 }
+            }
+        }
+    }
+
+    fn flag_open(&mut self, user: &Uuid, open: bool) {
+        if let Some(flag) = self.event.index_of(user).and_then(|i| self.open_flags.get_mut(i)) {
+            *flag = open;
+        }
+    }
+
+    /// Rebuilds `open_flags` from `open_count` (after a reload, or when
+    /// participants were added: their rows may have been seen before them).
+    fn sync_open_flags(&mut self) {
+        self.open_flags = vec![false; self.event.participant_count()];
+        for user in self.open_count.keys() {
+            if let Some(i) = self.event.index_of(user) {
+                self.open_flags[i] = true;
             }
         }
     }
@@ -206,6 +230,7 @@ impl CachedEvent {
         for (id, user) in r.open_rows {
             self.add_open(id, user);
         }
+        self.sync_open_flags();
     }
 }
 
@@ -220,18 +245,19 @@ struct BatchDirty<'a> {
 }
 
 impl<'a> BatchDirty<'a> {
-    fn new(event: &'a Event, open_count: &IdMap<Uuid, u32>, rows: &[ClaimedRow]) -> Self {
+    fn new(event: &'a Event, open_count: &IdMap<Uuid, u32>, open_flags: &[bool], rows: &[ClaimedRow]) -> Self {
         let n = event.participant_count();
         let mut claimed: IdMap<Uuid, u32> = IdMap::default();
         for r in rows {
             *claimed.entry(r.user_id).or_default() += 1;
         }
-        let mut other_work = vec![false; n];
-        for (user, &open) in open_count {
-            if open > claimed.get(user).copied().unwrap_or(0) {
-                if let Some(i) = event.index_of(user) {
-                    other_work[i] = true;
-                }
+        // Everyone with open rows, then this batch's attendees corrected to
+        // "open rows beyond the ones claimed here".
+        let mut other_work = open_flags.to_vec();
+        other_work.resize(n, false);
+        for (user, mine) in &claimed {
+            if let Some(i) = event.index_of(user) {
+                other_work[i] = open_count.get(user).copied().unwrap_or(0) > *mine;
             }
         }
         let mut unrepaired = vec![false; n];
@@ -431,8 +457,19 @@ async fn release_held(pool: &PgPool, worker: &str) -> u64 {
 }
 
 impl Worker {
-    /// The main loop.
+    /// The main loop, then the release of any event lock still held.
     async fn drain(&mut self, deadline: Option<Instant>) -> Result<StopReason> {
+        let stop = self.drain_batches(deadline).await;
+        if stop.is_ok() {
+            // Keeping to an event may have kept its lock past the last batch.
+            if let Some(conn) = self.lock_conn.as_mut() {
+                queue::unlock_all(conn).await?;
+            }
+        }
+        stop
+    }
+
+    async fn drain_batches(&mut self, deadline: Option<Instant>) -> Result<StopReason> {
         let mut batch_time = Duration::from_millis(500);
         // Never so large a margin that a short run cannot claim at all.
         let max_margin = self.opts.max_runtime.map_or(Duration::MAX, |r| r / 4);
@@ -441,6 +478,10 @@ impl Worker {
         // for the best event) for up to STICKY, then the choice is made
         // again so that higher-priority work elsewhere waits little.
         let mut sticky: Option<(Uuid, Instant)> = None;
+        // While it keeps to an event, the worker also keeps its lock between
+        // batches (two round trips fewer per batch). A leave or exclusion of
+        // that event waits for the lock at most STICKY plus one batch.
+        let mut held: Option<Uuid> = None;
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(StopReason::Shutdown);
@@ -457,6 +498,14 @@ impl Worker {
             let mut found = false;
             let mut first = sticky.filter(|(_, since)| since.elapsed() < STICKY);
             sticky = None;
+            if let Some(h) = held.take() {
+                if first.is_none_or(|(e, _)| e != h) {
+                    let conn = self.lock_conn().await?;
+                    queue::unlock_event(conn, h).await?;
+                } else {
+                    held = Some(h);
+                }
+            }
             loop {
                 let event = match first.take() {
                     Some((event, since)) => {
@@ -470,24 +519,31 @@ impl Worker {
                 };
                 found = true;
                 skip.push(event);
-                let conn = self.lock_conn().await?;
-                if !queue::try_lock_event(conn, event).await? {
+                let locked = if held == Some(event) {
+                    true
+                } else {
+                    let conn = self.lock_conn().await?;
+                    queue::try_lock_event(conn, event).await?
+                };
+                held = None;
+                if !locked {
                     debug!(event.id = %event, "event busy with another worker");
                     sticky = None;
                 } else {
                     let t0 = Instant::now();
                     match self.batch(event, deadline).await {
                         Ok(claimed) => {
-                            let conn = self.lock_conn().await?;
-                            queue::unlock_event(conn, event).await?;
+                            let full = claimed > 0 && claimed as i64 >= self.opts.batch_size;
+                            sticky = full.then(|| (event, sticky.map_or_else(Instant::now, |(_, since)| since)));
+                            if sticky.is_some_and(|(_, since)| since.elapsed() < STICKY) {
+                                held = Some(event);
+                            } else {
+                                let conn = self.lock_conn().await?;
+                                queue::unlock_event(conn, event).await?;
+                            }
                             if claimed > 0 {
                                 batch_time = (batch_time + t0.elapsed()) / 2;
                                 worked = true;
-                                sticky = if claimed as i64 >= self.opts.batch_size {
-                                    Some((event, sticky.map_or_else(Instant::now, |(_, since)| since)))
-                                } else {
-                                    None
-                                };
                                 break;
                             }
                             sticky = None;
@@ -610,7 +666,7 @@ impl Worker {
             };
             let back = queue::give_back(&mut tx, &ids, &self.worker_id, how).await?;
             // Failed rows count on the job, which may now be complete.
-            jobs::record_batch(&mut tx, event, 0, back.failed as i64, Some(&msg)).await?;
+            jobs::record_batch(&mut tx, event, &[], &self.worker_id, 0, back.failed as i64, Some(&msg)).await?;
             tx.commit().await?;
             anyhow::Ok(back)
         };
@@ -710,13 +766,6 @@ impl Worker {
         // `lock_conn`), so this never waits long on an application's lock.
         let mut tx = conn.begin().await.context("starting the write")?;
         matches::apply(&mut tx, event, &algorithm, &scored.diff).await?;
-        let completed = queue::complete(&mut tx, &scored.done, &worker_id).await?;
-        anyhow::ensure!(
-            completed == scored.done.len() as u64,
-            "lost the lease on {} of {} rows; not writing this batch",
-            scored.done.len() as u64 - completed,
-            scored.done.len()
-        );
         let mut failed_ids: Vec<i64> = scored.problems.iter().map(|p| p.0).collect();
         let mut errors: Vec<String> = scored.problems.iter().map(|p| p.2.clone()).collect();
         if let Some(r) = &given_up {
@@ -732,14 +781,24 @@ impl Worker {
         let released = queue::give_back(&mut tx, &release, &worker_id, GiveBack::Release).await?;
         let failed = retried.failed;
         let processed = scored.done.len() as i64;
-        let version = jobs::record_batch(
+        // Completes the done rows too, in the same statement.
+        let recorded = jobs::record_batch(
             &mut tx,
             event,
+            &scored.done,
+            &worker_id,
             processed,
             failed as i64,
             errors.last().map(String::as_str),
         )
         .await?;
+        anyhow::ensure!(
+            recorded.completed == scored.done.len() as i64,
+            "lost the lease on {} of {} rows; not writing this batch",
+            scored.done.len() as i64 - recorded.completed,
+            scored.done.len()
+        );
+        let version = recorded.version;
         tx.commit().await.context("committing the batch")?;
 
         self.totals.processed += processed;
@@ -899,6 +958,7 @@ fn load_full(event: Uuid, read: Read) -> CachedEvent {
         summaries: matching::Summaries::default(),
         open_rows: IdMap::default(),
         open_count: IdMap::default(),
+        open_flags: Vec::new(),
         queue_seen: 0,
         last_used: Instant::now(),
     };
@@ -958,16 +1018,20 @@ fn score_batch(
         // Claimed rows are open; one committed out of id order may be new.
         cached.add_open(r.id, r.user_id);
     }
+    if cached.open_flags.len() != cached.event.participant_count() {
+        cached.sync_open_flags();
+    }
     let CachedEvent {
         event,
         lists,
         summaries,
         committed,
         open_count,
+        open_flags,
         ..
     } = cached;
     let event = &*event;
-    let mut dirty = BatchDirty::new(event, open_count, rows);
+    let mut dirty = BatchDirty::new(event, open_count, open_flags, rows);
     let mut out = Scored::default();
     let mut repaired = HashSet::new();
     // Every claimed attendee's scores against the event, in one kernel call.

@@ -15,23 +15,35 @@ use uuid::Uuid;
 pub async fn record_batch(
     tx: &mut Transaction<'_, Postgres>,
     event: Uuid,
+    done: &[i64],
+    worker: &str,
     processed: i64,
     failed: i64,
     last_error: Option<&str>,
-) -> Result<i64> {
+) -> Result<Completed> {
     // One statement: the event version is bumped (the caller holds the event
     // lock, so bumps of one event are serialised and the value returned is
     // exactly this transaction's), and the job's totals and status updated.
     // The job is complete when no open row is left; that check sees this
     // transaction's own completions.
-    sqlx::query_scalar(
-        "WITH v AS (
+    sqlx::query_as::<_, Completed>(
+        "WITH done AS (
+             -- Guarded by \"still mine\": a row whose lease was taken over
+             -- is not counted, and the caller rolls back.
+             UPDATE matchmaking_queue
+                SET status = 'done', locked_until = NULL, locked_by = NULL, finished_at = now(),
+                    last_error = NULL
+              WHERE id = ANY($5) AND status = 'processing' AND locked_by = $6
+              RETURNING 1),
+         v AS (
              INSERT INTO matchmaking_event_state AS s (event_id, version) VALUES ($1, 1)
              ON CONFLICT (event_id) DO UPDATE SET version = s.version + 1
              RETURNING version),
          open AS (
              SELECT EXISTS (SELECT 1 FROM matchmaking_queue q
-                             WHERE q.event_id = $1 AND q.status IN ('pending', 'processing')) AS has_open),
+                             WHERE q.event_id = $1 AND q.status IN ('pending', 'processing')
+                               -- This statement's own completions are not visible to it.
+                               AND q.id <> ALL($5)) AS has_open),
          job AS (
              INSERT INTO matchmaking_jobs AS j (event_id, status, processed, failed, heartbeat_at, last_error,
                                                 completed_at)
@@ -50,15 +62,29 @@ pub async fn record_batch(
                     completed_at = CASE WHEN (SELECT has_open FROM open) THEN NULL
                                         ELSE coalesce(j.completed_at, now()) END
              RETURNING 1)
-         SELECT version FROM v, (SELECT count(*) FROM job) AS j",
+         SELECT (SELECT version FROM v) AS version, (SELECT count(*) FROM done) AS completed,
+                (SELECT count(*) FROM job) AS jobs",
     )
     .bind(event)
     .bind(saturate(processed))
     .bind(saturate(failed))
     .bind(last_error)
+    .bind(done)
+    .bind(worker)
     .fetch_one(&mut **tx)
     .await
     .context("recording job progress")
+}
+
+/// What [`record_batch`] did.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Completed {
+    /// The event version this batch's transaction wrote.
+    pub version: i64,
+    /// Rows marked done (fewer than asked when a lease was lost).
+    pub completed: i64,
+    #[allow(dead_code)]
+    jobs: i64,
 }
 
 /// A job row as `status` and `admin-start-matching` read it.

@@ -72,6 +72,15 @@ pub async fn unlock_event(conn: &mut PgConnection, event: Uuid) -> Result<()> {
     Ok(())
 }
 
+/// Releases every advisory lock of this session.
+pub async fn unlock_all(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(conn)
+        .await
+        .context("releasing the event locks")?;
+    Ok(())
+}
+
 /// Claims up to `n` rows of one event, highest priority first, under a lease.
 ///
 /// Committed on its own (autocommit), so no transaction stays open while the

@@ -159,45 +159,23 @@ impl From<PRow> for ParticipantRow {
 ///
 /// `None` when the event no longer exists.
 pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>) -> Result<Option<Read>> {
+    // The common case needs one statement: nothing moved since the caller's
+    // read. One statement sees one snapshot, so its `pg_current_snapshot()`
+    // is the one its (empty) deltas were computed against.
+    if let Some(since) = since {
+        let Some(head) = head(&mut *conn, event, Some(since)).await? else {
+            return Ok(None);
+        };
+        if head.version == since.version && !head.participants_changed {
+            return Ok(Some(Read::from_head(head, Vec::new(), None, false)));
+        }
+    }
     let mut tx = conn
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
         .context("starting the snapshot read")?;
     let snap = since.map(|s| s.pg_snapshot);
-    let head: Option<HeadRow> = sqlx::query_as(&format!(
-        "SELECT pg_current_snapshot()::text AS pg_snapshot,
-                e.algorithm, e.matches_per_user, e.exclude_same_company, e.embedding_dimensions,
-                coalesce((SELECT version FROM matchmaking_event_state WHERE event_id = $1), 0) AS version,
-                ARRAY(SELECT user_id FROM match_exclusions x
-                       WHERE x.event_id = $1 AND ($2::text IS NULL OR
-                             (x.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
-                              AND NOT pg_visible_in_snapshot(x.change_xid, $2::text::pg_snapshot)))
-                       ORDER BY user_id, excluded_user_id) AS excl_users,
-                ARRAY(SELECT excluded_user_id FROM match_exclusions x
-                       WHERE x.event_id = $1 AND ($2::text IS NULL OR
-                             (x.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
-                              AND NOT pg_visible_in_snapshot(x.change_xid, $2::text::pg_snapshot)))
-                       ORDER BY user_id, excluded_user_id) AS excl_excluded,
-                ARRAY(SELECT id FROM matchmaking_queue q
-                       WHERE q.event_id = $1 AND q.id > $3 AND q.status IN ('pending', 'processing')
-                       ORDER BY id) AS queue_ids,
-                ARRAY(SELECT user_id FROM matchmaking_queue q
-                       WHERE q.event_id = $1 AND q.id > $3 AND q.status IN ('pending', 'processing')
-                       ORDER BY id) AS queue_users,
-                $2::text IS NULL OR EXISTS (
-                    SELECT 1 FROM event_participants p
-                     WHERE p.event_id = $1
-                       AND p.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
-                       AND NOT pg_visible_in_snapshot(p.change_xid, $2::text::pg_snapshot))
-                OR EXISTS ({EMBEDDED_SINCE}) AS participants_changed
-           FROM events e WHERE e.id = $1"
-    ))
-    .bind(event)
-    .bind(snap)
-    .bind(since.map_or(i64::MAX, |s| s.queue_seen))
-    .fetch_optional(&mut *tx)
-    .await
-    .context("reading the event head")?;
+    let head = head(&mut *tx, event, since).await?;
     let Some(head) = head else {
         return Ok(None);
     };
@@ -266,25 +244,71 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
         None
     };
     tx.commit().await.context("ending the snapshot read")?;
+    let participants = participants.into_iter().map(Into::into).collect();
+    Ok(Some(Read::from_head(head, participants, reloaded, stale)))
+}
 
-    Ok(Some(Read {
-        pg_snapshot: head.pg_snapshot,
-        settings: SettingsRow {
-            algorithm: head.algorithm,
-            matches_per_user: head.matches_per_user,
-            exclude_same_company: head.exclude_same_company,
-            embedding_dimensions: head.embedding_dimensions,
-        },
-        version: head.version,
-        participants: participants.into_iter().map(Into::into).collect(),
-        exclusions: head.excl_users.into_iter().zip(head.excl_excluded).collect(),
-        reloaded,
-        new_open_rows: if stale {
-            Vec::new()
-        } else {
-            head.queue_ids.into_iter().zip(head.queue_users).collect()
-        },
-    }))
+impl Read {
+    fn from_head(head: HeadRow, participants: Vec<ParticipantRow>, reloaded: Option<Reloaded>, stale: bool) -> Self {
+        Read {
+            pg_snapshot: head.pg_snapshot,
+            settings: SettingsRow {
+                algorithm: head.algorithm,
+                matches_per_user: head.matches_per_user,
+                exclude_same_company: head.exclude_same_company,
+                embedding_dimensions: head.embedding_dimensions,
+            },
+            version: head.version,
+            participants,
+            exclusions: head.excl_users.into_iter().zip(head.excl_excluded).collect(),
+            reloaded,
+            new_open_rows: if stale {
+                Vec::new()
+            } else {
+                head.queue_ids.into_iter().zip(head.queue_users).collect()
+            },
+        }
+    }
+}
+
+/// The event's settings and version, the exclusions and open queue rows
+/// since `since`, and whether any participant changed since.
+async fn head(db: impl sqlx::PgExecutor<'_>, event: Uuid, since: Option<Since<'_>>) -> Result<Option<HeadRow>> {
+    let snap = since.map(|s| s.pg_snapshot);
+    sqlx::query_as(&format!(
+        "SELECT pg_current_snapshot()::text AS pg_snapshot,
+                e.algorithm, e.matches_per_user, e.exclude_same_company, e.embedding_dimensions,
+                coalesce((SELECT version FROM matchmaking_event_state WHERE event_id = $1), 0) AS version,
+                ARRAY(SELECT user_id FROM match_exclusions x
+                       WHERE x.event_id = $1 AND ($2::text IS NULL OR
+                             (x.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+                              AND NOT pg_visible_in_snapshot(x.change_xid, $2::text::pg_snapshot)))
+                       ORDER BY user_id, excluded_user_id) AS excl_users,
+                ARRAY(SELECT excluded_user_id FROM match_exclusions x
+                       WHERE x.event_id = $1 AND ($2::text IS NULL OR
+                             (x.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+                              AND NOT pg_visible_in_snapshot(x.change_xid, $2::text::pg_snapshot)))
+                       ORDER BY user_id, excluded_user_id) AS excl_excluded,
+                ARRAY(SELECT id FROM matchmaking_queue q
+                       WHERE q.event_id = $1 AND q.id > $3 AND q.status IN ('pending', 'processing')
+                       ORDER BY id) AS queue_ids,
+                ARRAY(SELECT user_id FROM matchmaking_queue q
+                       WHERE q.event_id = $1 AND q.id > $3 AND q.status IN ('pending', 'processing')
+                       ORDER BY id) AS queue_users,
+                $2::text IS NULL OR EXISTS (
+                    SELECT 1 FROM event_participants p
+                     WHERE p.event_id = $1
+                       AND p.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+                       AND NOT pg_visible_in_snapshot(p.change_xid, $2::text::pg_snapshot))
+                OR EXISTS ({EMBEDDED_SINCE}) AS participants_changed
+           FROM events e WHERE e.id = $1"
+    ))
+    .bind(event)
+    .bind(snap)
+    .bind(since.map_or(i64::MAX, |s| s.queue_seen))
+    .fetch_optional(db)
+    .await
+    .context("reading the event head")
 }
 
 #[derive(sqlx::FromRow)]
