@@ -1047,6 +1047,16 @@ fn score_batch(
     }
     let n = event.participant_count();
     let score_rows = event.score_rows(&users);
+    // Each attendee's own list and the lists their bump must look at, decided
+    // in parallel against the lists as they were when the batch started.
+    summaries.fill(event, lists);
+    let clean: Vec<bool> = event
+        .participants()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| !matching::Dirty::is_dirty_at(&dirty, i, &p.user_id))
+        .collect();
+    let plans = plan_all(event, summaries, &clean, &users, &score_rows, n);
     for row in rows {
         let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
         if late || stop.is_cancelled() {
@@ -1058,7 +1068,8 @@ fn score_batch(
         }
         dirty.repaired(&row.user_id);
         let precomputed = row_of.get(&row.user_id).map(|&i| &score_rows[i * n..(i + 1) * n]);
-        let r = matching::repair_fast(event, lists, &dirty, row.user_id, precomputed, Some(summaries));
+        let plan = row_of.get(&row.user_id).map(|&i| &plans[i]);
+        let r = matching::repair_fast(event, lists, &dirty, row.user_id, precomputed, Some(summaries), plan);
         out.full_recomputes += r.full_recomputes;
         out.fast_checks += r.fast_checks;
         out.slow_checks += r.slow_checks;
@@ -1074,6 +1085,38 @@ fn score_batch(
     }
     out.diff = diff(event, committed, lists, &out.touched, &repaired);
     out
+}
+
+/// [`matching::plan`] for every scored attendee, on all cores.
+fn plan_all(
+    event: &Event,
+    summaries: &matching::Summaries,
+    clean: &[bool],
+    users: &[&Participant],
+    rows: &[f32],
+    n: usize,
+) -> Vec<matching::Plan> {
+    let one = |j: usize| matching::plan(event, summaries, clean, users[j], &rows[j * n..(j + 1) * n]);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(users.len());
+    if threads <= 1 || users.len() * n < 50_000 {
+        return (0..users.len()).map(one).collect();
+    }
+    let per = users.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..users.len())
+            .step_by(per)
+            .map(|start| {
+                let one = &one;
+                s.spawn(move || (start..(start + per).min(users.len())).map(one).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// The writes that turn the old lists into the new ones for `touched` owners.

@@ -439,7 +439,7 @@ pub fn repair_with_row<D: Dirty + ?Sized>(
     user: Uuid,
     row: Option<&[f32]>,
 ) -> RepairOutcome {
-    repair_fast(event, lists, dirty, user, row, None)
+    repair_fast(event, lists, dirty, user, row, None, None)
 }
 
 /// What the scorer needs to know of a list without reading it: whether it
@@ -490,10 +490,77 @@ impl Summaries {
         s
     }
 
+    /// Computes every missing summary, so that [`plan`] can read them from
+    /// several threads.
+    pub fn fill(&mut self, event: &Event, lists: &Lists) {
+        let k = event.k();
+        for (i, p) in event.participants().iter().enumerate() {
+            self.get(i, &p.user_id, lists, k);
+        }
+    }
+
+    fn peek(&self, i: usize) -> Option<ListSummary> {
+        self.0.get(i).copied().flatten()
+    }
+
     fn forget(&mut self, i: Option<usize>) {
         if let Some(slot) = i.and_then(|i| self.0.get_mut(i)) {
             *slot = None;
         }
+    }
+}
+
+/// What can be decided for one attendee of a batch before any of the batch
+/// is repaired, and so in parallel: their own top-K, and the lists the bump
+/// rule must look at.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub own: Vec<Entry>,
+    /// Participant indices of lists that were clean when the batch started
+    /// and that may hold the attendee or that the attendee may enter.
+    pub candidates: Vec<u32>,
+}
+
+/// Plans the repair of `user` from their score row (see [`Plan`]).
+///
+/// Why leaving out the other lists is safe: a list left out was clean at the
+/// start of the batch, did not hold `user` (its member filter says so) and
+/// had K entries that `user` does not beat. During the batch such a list
+/// only changes by the bump rule (its weakest entry only gets stronger, and
+/// only other attendees enter) or by a full recomputation (exact under the
+/// current data, `user` included), so `user` has nothing to do there when
+/// its turn comes. Lists of attendees dirty at the start are repaired by
+/// their own rows, or, for this batch's attendees, computed in full from
+/// the same snapshot.
+pub fn plan(event: &Event, summaries: &Summaries, clean: &[bool], user: &Participant, row: &[f32]) -> Plan {
+    let k = event.k();
+    let bit = fingerprint(&user.user_id);
+    let mut own = TopK::new(k);
+    let mut candidates = Vec::new();
+    for (i, other) in event.participants().iter().enumerate() {
+        let score = score_at(row, i);
+        if let Some(s) = score {
+            own.offer(Entry::new(other.user_id, s));
+        }
+        if other.user_id == user.user_id || !clean.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        if let Some(sum) = summaries.peek(i) {
+            if sum.fits && sum.members[bit.0] & bit.1 == 0 {
+                let Some(s) = score else { continue };
+                if sum
+                    .weakest
+                    .is_some_and(|w| !topk::beats(&Entry::new(user.user_id, s), &w))
+                {
+                    continue;
+                }
+            }
+        }
+        candidates.push(i as u32);
+    }
+    Plan {
+        own: own.into_vec(),
+        candidates,
     }
 }
 
@@ -513,6 +580,7 @@ pub fn repair_fast<D: Dirty + ?Sized>(
     user: Uuid,
     row: Option<&[f32]>,
     mut summaries: Option<&mut Summaries>,
+    plan: Option<&Plan>,
 ) -> RepairOutcome {
     let mut out = RepairOutcome {
         touched: vec![user],
@@ -573,11 +641,21 @@ pub fn repair_fast<D: Dirty + ?Sized>(
     };
     let my_bit = fingerprint(&user);
     let mut own = TopK::new(k);
-    for (i, other) in event.participants().iter().enumerate() {
+    let participants = event.participants();
+    // Without a plan: every attendee, building the own list on the way.
+    // With one: only the lists the plan could not rule out.
+    let all: Box<dyn Iterator<Item = usize>> = match plan {
+        None => Box::new(0..participants.len()),
+        Some(p) => Box::new(p.candidates.iter().map(|&i| i as usize)),
+    };
+    for i in all {
+        let other = &participants[i];
         let v = other.user_id;
         let score = score_at(row, i);
-        if let Some(s) = score {
-            own.offer(Entry::new(v, s));
+        if plan.is_none() {
+            if let Some(s) = score {
+                own.offer(Entry::new(v, s));
+            }
         }
         if v == user || dirty.is_dirty_at(i, &v) {
             continue;
@@ -636,7 +714,10 @@ pub fn repair_fast<D: Dirty + ?Sized>(
             }
         }
     }
-    let own = own.into_vec();
+    let own = match plan {
+        Some(p) => p.own.clone(),
+        None => own.into_vec(),
+    };
     if own.is_empty() && out.problem.is_none() {
         out.problem = event.incomparable(me);
     }
@@ -827,7 +908,7 @@ mod tests {
                     s.clear();
                 }
                 for u in to_repair {
-                    repair_fast(&event, &mut lists, &dirty, u, None, sums.as_mut());
+                    repair_fast(&event, &mut lists, &dirty, u, None, sums.as_mut(), None);
                 }
                 let mut lists_now = lists.clone();
                 lists_now.retain(|_, l| !l.is_empty());
@@ -871,7 +952,69 @@ mod tests {
             while !queue.is_empty() {
                 let u = queue.swap_remove(rng.gen_range(0..queue.len()));
                 dirty.remove(&u);
-                repair_fast(&event, &mut lists, &dirty, u, None, sums.as_mut());
+                repair_fast(&event, &mut lists, &dirty, u, None, sums.as_mut(), None);
+            }
+            lists.retain(|_, l| !l.is_empty());
+            assert_eq!(lists, brute_force(&event), "seed {seed}");
+        }
+    }
+
+    /// The worker's path: batches of up to 6 attendees, each planned in
+    /// advance against the lists as they were at the start of its batch,
+    /// then repaired in order. Also with a cold start (every list empty and
+    /// every attendee queued).
+    #[test]
+    fn planned_batches_equal_brute_force() {
+        for seed in 0..30u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(700 + seed);
+            let alg = if seed % 2 == 0 {
+                Algorithm::HybridV1
+            } else {
+                Algorithm::CosineV1
+            };
+            let mut event = Event::new(settings(alg, rng.gen_range(1..4)), TagInterner::default());
+            for id in 1..=70 {
+                let p = Participant::from_row(&random_row(&mut rng, id), None, &mut event.tags);
+                event.upsert(p);
+            }
+            let cold = seed % 3 == 0;
+            let mut lists = if cold { Lists::default() } else { brute_force(&event) };
+            let mut dirty: HashSet<Uuid> = if cold {
+                event.participants().iter().map(|p| p.user_id).collect()
+            } else {
+                HashSet::new()
+            };
+            for _ in 0..(if cold { 0 } else { 25 }) {
+                let id = Uuid::from_u128(rng.gen_range(1..=70));
+                let mut row = random_row(&mut rng, id.as_u128());
+                row.active = rng.gen_bool(0.85);
+                let p = Participant::from_row(&row, None, &mut event.tags);
+                event.upsert(p);
+                if !row.active {
+                    dirty.extend(leave_trigger(&mut lists, id));
+                }
+                dirty.insert(id);
+            }
+            let mut queue: Vec<Uuid> = dirty.iter().copied().collect();
+            queue.sort();
+            let mut sums = Summaries::default();
+            while !queue.is_empty() {
+                let take = rng.gen_range(1..=6).min(queue.len());
+                let batch: Vec<Uuid> = (0..take).map(|_| queue.swap_remove(rng.gen_range(0..queue.len()))).collect();
+                // At the start of the batch: everyone queued is dirty.
+                sums.fill(&event, &lists);
+                let clean: Vec<bool> = event.participants().iter().map(|p| !dirty.contains(&p.user_id)).collect();
+                let plans: Vec<Option<Plan>> = batch
+                    .iter()
+                    .map(|u| {
+                        let p = event.participant(*u).filter(|p| event.matchable(p))?;
+                        Some(plan(&event, &sums, &clean, p, &event.score_rows(&[p])))
+                    })
+                    .collect();
+                for (u, pl) in batch.iter().zip(&plans) {
+                    dirty.remove(u);
+                    repair_fast(&event, &mut lists, &dirty, *u, None, Some(&mut sums), pl.as_ref());
+                }
             }
             lists.retain(|_, l| !l.is_empty());
             assert_eq!(lists, brute_force(&event), "seed {seed}");
