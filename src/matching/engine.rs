@@ -1000,10 +1000,16 @@ mod tests {
             let mut sums = Summaries::default();
             while !queue.is_empty() {
                 let take = rng.gen_range(1..=6).min(queue.len());
-                let batch: Vec<Uuid> = (0..take).map(|_| queue.swap_remove(rng.gen_range(0..queue.len()))).collect();
+                let batch: Vec<Uuid> = (0..take)
+                    .map(|_| queue.swap_remove(rng.gen_range(0..queue.len())))
+                    .collect();
                 // At the start of the batch: everyone queued is dirty.
                 sums.fill(&event, &lists);
-                let clean: Vec<bool> = event.participants().iter().map(|p| !dirty.contains(&p.user_id)).collect();
+                let clean: Vec<bool> = event
+                    .participants()
+                    .iter()
+                    .map(|p| !dirty.contains(&p.user_id))
+                    .collect();
                 let plans: Vec<Option<Plan>> = batch
                     .iter()
                     .map(|u| {

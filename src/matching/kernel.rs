@@ -221,23 +221,13 @@ mod x86 {
             let mut q0 = 0;
             while q0 < queries.len() {
                 let rest = queries.len() - q0;
-                if rest >= GROUP {
-                    let qs = [queries[q0], queries[q0 + 1], queries[q0 + 2], queries[q0 + 3]];
-                    let mut pairs = tile_cols.chunks_exact(2);
-                    for pair in &mut pairs {
-                        let r = pair_avx512::<GROUP>(qs, pair[0].1, pair[1].1);
-                        for (j, (col, _)) in pair.iter().enumerate() {
-                            for q in 0..GROUP {
-                                out[(q0 + q) * stride + col] = r[j][q];
-                            }
-                        }
-                    }
-                    for (col, c) in pairs.remainder() {
-                        let r = group_avx512::<GROUP>(qs, c);
-                        for q in 0..GROUP {
-                            out[(q0 + q) * stride + col] = r[q];
-                        }
-                    }
+                if rest >= 2 * GROUP {
+                    let qs: [&[f32]; 2 * GROUP] = std::array::from_fn(|q| queries[q0 + q]);
+                    pass_avx512(qs, tile_cols, out, stride, q0);
+                    q0 += 2 * GROUP;
+                } else if rest >= GROUP {
+                    let qs: [&[f32]; GROUP] = std::array::from_fn(|q| queries[q0 + q]);
+                    pass_avx512(qs, tile_cols, out, stride, q0);
                     q0 += GROUP;
                 } else {
                     for (col, c) in tile_cols {
@@ -247,6 +237,33 @@ mod x86 {
                     }
                     q0 += rest;
                 }
+            }
+        }
+    }
+
+    /// `Q` queries (rows `q0..q0 + Q` of `out`) over a tile of candidates,
+    /// two candidates at a time.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn pass_avx512<const Q: usize>(
+        qs: [&[f32]; Q],
+        tile_cols: &[(usize, &[f32])],
+        out: &mut [f32],
+        stride: usize,
+        q0: usize,
+    ) {
+        let mut pairs = tile_cols.chunks_exact(2);
+        for pair in &mut pairs {
+            let r = pair_avx512::<Q>(qs, pair[0].1, pair[1].1);
+            for (j, (col, _)) in pair.iter().enumerate() {
+                for q in 0..Q {
+                    out[(q0 + q) * stride + col] = r[j][q];
+                }
+            }
+        }
+        for (col, c) in pairs.remainder() {
+            let r = group_avx512::<Q>(qs, c);
+            for q in 0..Q {
+                out[(q0 + q) * stride + col] = r[q];
             }
         }
     }
@@ -473,7 +490,7 @@ mod tests {
     fn blocked_kernel_equals_pairwise_dot_bit_for_bit() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for &len in &[1usize, 3, 16, 17, 31, 384, 385] {
-            let queries: Vec<Vec<f32>> = (0..7).map(|_| vec_of(&mut rng, len)).collect();
+            let queries: Vec<Vec<f32>> = (0..13).map(|_| vec_of(&mut rng, len)).collect();
             let mut cands: Vec<Option<Vec<f32>>> = (0..23).map(|_| Some(vec_of(&mut rng, len))).collect();
             cands[5] = None;
             cands[9] = Some(vec_of(&mut rng, len + 1)); // other length: skipped
