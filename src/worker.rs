@@ -59,6 +59,11 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_millis(1500);
 /// before it looks for the best event again.
 const STICKY: Duration = Duration::from_millis(100);
 
+/// How long rows waiting on the embedding provider wait before they are
+/// tried again (bounded by `--retry-base` and `--retry-max`); attempts are
+/// not spent, so an outage of any length never fails them.
+const DEFER: Duration = Duration::from_secs(30);
+
 /// Rows a run finishes between two vacuums of the queue.
 const VACUUM_EVERY: i64 = 2000;
 
@@ -731,7 +736,7 @@ impl Worker {
         })
         .await
         .context("scoring task panicked")?;
-        held.apply(&mut scored.done, &mut scored.problems);
+        held.apply(&mut scored.done, &mut scored.problems, &mut scored.deferred);
         let score_ms = t0.elapsed().as_millis() - read_ms;
         debug!(
             read_ms = read_ms as u64,
@@ -779,6 +784,11 @@ impl Worker {
         release.extend(&scored.unstarted);
         let retried = queue::give_back(&mut tx, &failed_ids, &worker_id, GiveBack::Retry(&errors, policy)).await?;
         let released = queue::give_back(&mut tx, &release, &worker_id, GiveBack::Release).await?;
+        let deferred_ids: Vec<i64> = scored.deferred.iter().map(|d| d.0).collect();
+        let deferred_why: Vec<String> = scored.deferred.iter().map(|d| d.2.clone()).collect();
+        let wait = DEFER.clamp(policy.base, policy.cap.max(policy.base));
+        let deferred =
+            queue::give_back(&mut tx, &deferred_ids, &worker_id, GiveBack::Defer(&deferred_why, wait)).await?;
         let failed = retried.failed;
         let processed = scored.done.len() as i64;
         // Completes the done rows too, in the same statement.
@@ -804,6 +814,7 @@ impl Worker {
         self.totals.processed += processed;
         self.totals.failed += failed as i64;
         self.totals.released += release.len() as i64 - released.left_leased as i64;
+        self.totals.released += deferred_ids.len() as i64 - deferred.left_leased as i64;
         for (id, user, err) in scored.problems.iter() {
             warn!(row = id, user.id = %user, error = %err, "attendee not finished (malformed data or no embedding yet)");
         }
@@ -843,7 +854,7 @@ impl Worker {
             }
             // Rows given back may be pending, done or failed now: read the
             // open rows again next time rather than guess.
-            let gave_back = !failed_ids.is_empty() || !release.is_empty();
+            let gave_back = !failed_ids.is_empty() || !release.is_empty() || !deferred_ids.is_empty();
             c.version = (!gave_back).then_some(version);
         }
         if let Some(c) = cached {
@@ -1000,6 +1011,8 @@ struct Scored {
     problems: Vec<(i64, Uuid, String)>,
     /// Rows not started before the deadline or shutdown.
     unstarted: Vec<i64>,
+    /// Rows repaired but waiting on the embedding provider: (row, attendee, why).
+    deferred: Vec<(i64, Uuid, String)>,
     full_recomputes: usize,
     fast_checks: usize,
     slow_checks: usize,

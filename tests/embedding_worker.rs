@@ -175,6 +175,40 @@ async fn no_provider_means_application_embeddings_and_stored_vectors_only(pool: 
     assert_exact(&pool, h, "hybrid without a provider").await;
 }
 
+/// An outage longer than the attempts allow fails nothing: rows waiting on
+/// the provider go back with their attempt refunded, however many runs pass.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_long_outage_spends_no_attempts(pool: PgPool) {
+    let fake = FakeProvider::start(Mode::Down).await;
+    let embedder = fake.embedder(Duration::from_millis(100));
+    let opts = WorkerOptions {
+        embedder: Some(embedder.clone()),
+        retry: matchmaker::store::queue::RetryPolicy {
+            max_attempts: 1,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(10),
+        },
+        ..fast_options()
+    };
+    let c = create_event(&pool, "long-outage", "cosine-v1", 3).await;
+    insert_people(&pool, c, 8, 5).await;
+    for _ in 0..4 {
+        let run = run_once(&pool, &opts).await;
+        assert_eq!(run.totals.failed, 0);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let (pending, failed, max_attempts): (i64, i64, Option<i32>) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed'),
+                max(attempts) FROM matchmaking_queue WHERE event_id = $1",
+    )
+    .bind(c)
+    .fetch_one(&pool)
+    .await
+    .expect("queue");
+    assert_eq!((pending, failed, max_attempts), (8, 0, Some(0)));
+    assert!(fake.requests() >= 1);
+}
+
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn while_the_provider_is_down_hybrid_matches_without_it_and_cosine_waits(pool: PgPool) {
     let fake = FakeProvider::start(Mode::Down).await;

@@ -64,7 +64,7 @@ use super::{cache, EmbedError, EmbedStats, Embedder, ProfileText};
 use crate::store::queue::ClaimedRow;
 use anyhow::{Context, Result};
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -80,13 +80,21 @@ const MAX_BIO_READ: i32 = 20_000;
 pub struct Held {
     /// Claimed row id → (attendee, why).
     pub rows: HashMap<i64, (Uuid, String)>,
+    /// The rows among them held by a provider outage (not by their data):
+    /// they wait without spending attempts.
+    pub transient: HashSet<i64>,
 }
 
 impl Held {
     /// Moves the held rows among `done` to `problems` (given back with a
     /// retry), and gives held rows already among `problems` their message.
     /// Rows not started (deadline) are left alone: they are released anyway.
-    pub fn apply(&self, done: &mut Vec<i64>, problems: &mut Vec<(i64, Uuid, String)>) {
+    pub fn apply(
+        &self,
+        done: &mut Vec<i64>,
+        problems: &mut Vec<(i64, Uuid, String)>,
+        deferred: &mut Vec<(i64, Uuid, String)>,
+    ) {
         if self.rows.is_empty() {
             return;
         }
@@ -101,6 +109,15 @@ impl Held {
                 false
             }
             None => true,
+        });
+        // An outage is not the rows' fault: they wait, attempts refunded.
+        problems.retain(|p| {
+            if self.transient.contains(&p.0) {
+                deferred.push(p.clone());
+                false
+            } else {
+                true
+            }
         });
     }
 }
@@ -183,6 +200,7 @@ pub async fn attach(
     // Store the vectors, in one statement.
     let (mut ok_users, mut ok_xids, mut starts, mut lens, mut flat) = (vec![], vec![], vec![], vec![], vec![]);
     let mut why: HashMap<Uuid, String> = HashMap::new();
+    let mut transient: HashSet<Uuid> = HashSet::new();
     for (t, r) in texts.iter().zip(results) {
         match r {
             Ok(v) => {
@@ -193,6 +211,9 @@ pub async fn attach(
                 flat.extend_from_slice(&v);
             }
             Err(e) => {
+                if e.is_transient() {
+                    transient.insert(t.user_id);
+                }
                 why.insert(t.user_id, held_message(&t.algorithm, &e));
             }
         }
@@ -232,6 +253,9 @@ pub async fn attach(
     for r in rows {
         if let Some(w) = why.get(&r.user_id) {
             held.rows.insert(r.id, (r.user_id, w.clone()));
+            if transient.contains(&r.user_id) {
+                held.transient.insert(r.id);
+            }
         }
     }
     Ok(held)
@@ -258,7 +282,7 @@ mod tests {
         held.rows.insert(3, (b, "later".into()));
         let mut done = vec![1, 2];
         let mut problems = vec![(3, b, "no embedding".to_string()), (4, a, "other".to_string())];
-        held.apply(&mut done, &mut problems);
+        held.apply(&mut done, &mut problems, &mut Vec::new());
         assert_eq!(done, vec![2]);
         assert_eq!(
             problems,

@@ -179,6 +179,10 @@ pub enum GiveBack<'a> {
     /// Failed with these errors (one per id): pending again after an
     /// exponential backoff with jitter, or `failed` after the last attempt.
     Retry(&'a [String], RetryPolicy),
+    /// Waiting on something outside the row (an embedding provider that is
+    /// down): pending again after this delay (with jitter) and these
+    /// messages, with the attempt refunded, so an outage never fails rows.
+    Defer(&'a [String], Duration),
 }
 
 /// What [`give_back`] managed.
@@ -206,9 +210,10 @@ pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: 
     if ids.is_empty() {
         return Ok(GaveBack::default());
     }
-    let (errors, policy, refund) = match how {
-        GiveBack::Release => (None, None, true),
-        GiveBack::Retry(errors, policy) => (Some(errors), Some(policy), false),
+    let (errors, policy, refund, defer) = match how {
+        GiveBack::Release => (None, None, true, None),
+        GiveBack::Retry(errors, policy) => (Some(errors), Some(policy), false, None),
+        GiveBack::Defer(errors, delay) => (Some(errors), None, true, Some(delay.as_secs_f64())),
     };
     let mut last_err = None;
     for _ in 0..3 {
@@ -235,9 +240,10 @@ pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: 
                  UPDATE matchmaking_queue q SET
                      status = m.next,
                      attempts = CASE WHEN $3 THEN greatest(q.attempts - 1, 0) ELSE q.attempts END,
-                     available_at = CASE WHEN $3 THEN now() ELSE now() + make_interval(secs =>
+                     available_at = CASE WHEN $3 THEN now() + make_interval(secs => coalesce($8, 0) * (0.5 + random() / 2))
+                         ELSE now() + make_interval(secs =>
                          least($7, $6 * power(2, greatest(q.attempts - 1, 0))) * (0.5 + random() / 2)) END,
-                     last_error = CASE WHEN $3 THEN q.last_error ELSE m.err END,
+                     last_error = CASE WHEN $3 THEN coalesce(nullif(m.err, ''), q.last_error) ELSE m.err END,
                      locked_until = NULL, locked_by = NULL,
                      finished_at = CASE WHEN m.next IN ('done', 'failed') THEN now() END
                    FROM mine m
@@ -255,6 +261,7 @@ pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: 
         .bind(policy.map_or(i32::MAX, |p| p.max_attempts))
         .bind(policy.map_or(0.0, |p| p.base.as_secs_f64()))
         .bind(policy.map_or(0.0, |p| p.cap.as_secs_f64()))
+        .bind(defer)
         .fetch_one(&mut *sp)
         .await;
         match result {
