@@ -72,6 +72,23 @@ pub struct Event {
     pub tags: TagInterner,
 }
 
+/// Per-thread working memory of [`Event::score_rows`]: shared-id counts by
+/// participant index (all zero between rows) and which are non-zero.
+struct Scratch {
+    counts: Vec<score::PairCounts>,
+    touched: Vec<u32>,
+}
+
+impl Scratch {
+    fn new(n: usize, alg: Algorithm) -> Self {
+        let n = if alg == Algorithm::HybridV1 { n } else { 0 };
+        Self {
+            counts: vec![score::PairCounts::default(); n],
+            touched: Vec::new(),
+        }
+    }
+}
+
 /// The company id of an attendee without a company (never equal to any).
 const NO_COMPANY: u32 = u32::MAX;
 
@@ -184,30 +201,33 @@ impl Event {
         }
     }
 
-    /// Participants that share at least one tag with `u` in a way hybrid-v1
-    /// counts (an interest, a keyword, or a looking-for/offering pair either
-    /// way), as flags by index.
-    fn overlapping(&self, u: &Participant) -> Vec<bool> {
-        let mut seen = vec![false; self.participants.len()];
-        // (postings field, u's tags): v's interests ∋ u's interest, v's
-        // offering ∋ what u looks for, v's looking_for ∋ what u offers, v's
-        // keywords ∋ u's keyword.
-        let pairs: [(usize, &[u32]); 4] = [
-            (0, &u.interests),
-            (2, &u.looking_for),
-            (1, &u.offering),
-            (3, &u.keywords),
+    /// Counts, through the postings, the ids every participant shares with
+    /// `u` in each of hybrid-v1's terms; the participants with any are listed
+    /// in `scratch.touched` (the others share nothing: strangers).
+    fn count_shared(&self, u: &Participant, scratch: &mut Scratch) {
+        // (postings field, u's tags, which count): v's interests ∋ u's
+        // interest; v's offering ∋ what u looks for (u gets); v's looking_for
+        // ∋ what u offers (v gets); v's keywords ∋ u's keyword.
+        type Field = fn(&mut score::PairCounts) -> &mut u32;
+        let terms: [(usize, &[u32], Field); 4] = [
+            (0, &u.interests, |c| &mut c.interests),
+            (2, &u.looking_for, |c| &mut c.a_gets),
+            (1, &u.offering, |c| &mut c.b_gets),
+            (3, &u.keywords, |c| &mut c.keywords),
         ];
-        for (field, tags) in pairs {
+        for (field, tags, count) in terms {
             for t in tags {
                 for &i in self.postings[field].get(t).into_iter().flatten() {
-                    if let Some(flag) = seen.get_mut(i as usize) {
-                        *flag = true;
+                    let Some(c) = scratch.counts.get_mut(i as usize) else {
+                        continue;
+                    };
+                    if *c == score::PairCounts::default() {
+                        scratch.touched.push(i);
                     }
+                    *count(c) += 1;
                 }
             }
         }
-        seen
     }
 
     /// Records that `a` asked never to be matched with `b` (which works both ways).
@@ -307,7 +327,7 @@ impl Event {
         }
 
         // Eligibility and the algorithm's score, one row per thread.
-        let fill = |row: &mut [f32], u: &Participant, sim: Option<&[f32]>| {
+        let fill = |row: &mut [f32], u: &Participant, sim: Option<&[f32]>, scratch: &mut Scratch| {
             if !self.matchable(u) {
                 return;
             }
@@ -331,12 +351,16 @@ impl Event {
                 };
             }
             if alg == Algorithm::HybridV1 {
-                for (i, hit) in self.overlapping(u).into_iter().enumerate() {
-                    if hit && !row[i].is_nan() {
+                self.count_shared(u, scratch);
+                for &i in &scratch.touched {
+                    let i = i as usize;
+                    let counts = std::mem::take(&mut scratch.counts[i]);
+                    if !row[i].is_nan() {
                         let cos = sim.and_then(|s| score_at(s, i)).map(|c| c.clamp(-1.0, 1.0));
-                        row[i] = score::hybrid_with_similarity(u, &self.participants[i], cos).score;
+                        row[i] = score::hybrid_from_counts(u, &self.participants[i], counts, cos).score;
                     }
                 }
+                scratch.touched.clear();
             }
             for x in self.excluded.get(&u.user_id).into_iter().flatten() {
                 if let Some(&i) = self.index.get(x) {
@@ -351,8 +375,9 @@ impl Event {
             .map_or(1, |t| t.get())
             .min(users.len());
         if threads <= 1 || users.len() * n < 50_000 {
+            let mut scratch = Scratch::new(n, alg);
             for (r, row) in out.chunks_mut(n).enumerate() {
-                fill(row, users[r], sim_row[r]);
+                fill(row, users[r], sim_row[r], &mut scratch);
             }
         } else {
             let per = users.len().div_ceil(threads);
@@ -361,9 +386,10 @@ impl Event {
                     let fill = &fill;
                     let sim_row = &sim_row;
                     s.spawn(move || {
+                        let mut scratch = Scratch::new(n, alg);
                         for (j, row) in rows.chunks_mut(n).enumerate() {
                             let r = c * per + j;
-                            fill(row, users[r], sim_row[r]);
+                            fill(row, users[r], sim_row[r], &mut scratch);
                         }
                     });
                 }

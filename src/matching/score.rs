@@ -225,11 +225,39 @@ fn ratio(num: u32, den: f64) -> f64 {
 /// accepted (NaN counts as 0, values outside [0, 1] are clamped); pass the
 /// same value for `(a, b)` and `(b, a)` to keep the score symmetric.
 pub fn hybrid_with_similarity(a: &Participant, b: &Participant, e: Option<f32>) -> HybridTerms {
-    let shared = overlap(&a.interests, &b.interests);
+    let counts = PairCounts {
+        interests: overlap(&a.interests, &b.interests),
+        a_gets: overlap(&a.looking_for, &b.offering),
+        b_gets: overlap(&b.looking_for, &a.offering),
+        keywords: overlap(&a.keywords, &b.keywords),
+    };
+    hybrid_from_counts(a, b, counts, e)
+}
+
+/// The shared-id counts hybrid-v1 is computed from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PairCounts {
+    /// |I_a ∩ I_b|
+    pub interests: u32,
+    /// |LF_a ∩ OF_b|
+    pub a_gets: u32,
+    /// |LF_b ∩ OF_a|
+    pub b_gets: u32,
+    /// |K_a ∩ K_b|
+    pub keywords: u32,
+}
+
+/// hybrid-v1 from the pair's shared-id counts (however they were counted:
+/// merging the two lists, or through an index of who holds each id) and
+/// their similarity. The one place the formula lives.
+pub fn hybrid_from_counts(a: &Participant, b: &Participant, counts: PairCounts, e: Option<f32>) -> HybridTerms {
+    let PairCounts {
+        interests: shared,
+        a_gets,
+        b_gets,
+        keywords: shared_keywords,
+    } = counts;
     let union = a.interests.len() + b.interests.len() - shared as usize;
-    let a_gets = overlap(&a.looking_for, &b.offering);
-    let b_gets = overlap(&b.looking_for, &a.offering);
-    let shared_keywords = overlap(&a.keywords, &b.keywords);
 
     let i = ratio(shared, union as f64);
     // Integer sums: the same from either side.
