@@ -671,7 +671,7 @@ impl Worker {
             };
             let back = queue::give_back(&mut tx, &ids, &self.worker_id, how).await?;
             // Failed rows count on the job, which may now be complete.
-            jobs::record_batch(&mut tx, event, &[], &self.worker_id, 0, back.failed as i64, Some(&msg)).await?;
+            jobs::record_batch(&mut *tx, event, &[], &self.worker_id, 0, back.failed as i64, Some(&msg)).await?;
             tx.commit().await?;
             anyhow::Ok(back)
         };
@@ -766,11 +766,6 @@ impl Worker {
         let worker_id = self.worker_id.clone();
         let policy = self.opts.retry;
         let algorithm = cached.as_ref().map_or(String::new(), |c| c.settings.algorithm.clone());
-        let conn = self.lock_conn().await?;
-        // The lock connection runs with a short lock_timeout (see
-        // `lock_conn`), so this never waits long on an application's lock.
-        let mut tx = conn.begin().await.context("starting the write")?;
-        matches::apply(&mut tx, event, &algorithm, &scored.diff).await?;
         let mut failed_ids: Vec<i64> = scored.problems.iter().map(|p| p.0).collect();
         let mut errors: Vec<String> = scored.problems.iter().map(|p| p.2.clone()).collect();
         if let Some(r) = &given_up {
@@ -782,18 +777,50 @@ impl Worker {
             ));
         }
         release.extend(&scored.unstarted);
+        let deferred_ids: Vec<i64> = scored.deferred.iter().map(|d| d.0).collect();
+        let processed = scored.done.len() as i64;
+        let conn = self.lock_conn().await?;
+        if scored.diff.rows() == 0 && failed_ids.is_empty() && release.is_empty() && deferred_ids.is_empty() {
+            // Nothing to write but the completions: one statement, atomic on
+            // its own. Should a row no longer be ours, completing the others
+            // is still right (their repair changed nothing), and the error
+            // below drops the cached event.
+            let recorded = jobs::record_batch(&mut *conn, event, &scored.done, &worker_id, processed, 0, None).await?;
+            anyhow::ensure!(
+                recorded.completed == processed,
+                "lost the lease on {} of {} rows",
+                processed - recorded.completed,
+                processed
+            );
+            self.totals.processed += processed;
+            debug!(
+                processed,
+                total_ms = t0.elapsed().as_millis() as u64,
+                "batch done (nothing to write)"
+            );
+            if let Some(mut c) = cached {
+                for id in &scored.done {
+                    c.close(*id);
+                }
+                c.version = Some(recorded.version);
+                self.cache.insert(event, c);
+            }
+            return Ok(());
+        }
+        // The lock connection runs with a short lock_timeout (see
+        // `lock_conn`), so this never waits long on an application's lock.
+        let mut tx = conn.begin().await.context("starting the write")?;
+        matches::apply(&mut tx, event, &algorithm, &scored.diff).await?;
         let retried = queue::give_back(&mut tx, &failed_ids, &worker_id, GiveBack::Retry(&errors, policy)).await?;
         let released = queue::give_back(&mut tx, &release, &worker_id, GiveBack::Release).await?;
-        let deferred_ids: Vec<i64> = scored.deferred.iter().map(|d| d.0).collect();
         let deferred_why: Vec<String> = scored.deferred.iter().map(|d| d.2.clone()).collect();
         let wait = DEFER.clamp(policy.base, policy.cap.max(policy.base));
         let deferred =
             queue::give_back(&mut tx, &deferred_ids, &worker_id, GiveBack::Defer(&deferred_why, wait)).await?;
         let failed = retried.failed;
-        let processed = scored.done.len() as i64;
         // Completes the done rows too, in the same statement.
         let recorded = jobs::record_batch(
-            &mut tx,
+            &mut *tx,
             event,
             &scored.done,
             &worker_id,

@@ -64,7 +64,7 @@ pub async fn run(args: Args) -> Result<()> {
             let n = queue::enqueue_event(&mut *tx, event.id, "admin", args.priority).await?;
             jobs::reset(&mut *tx, event.id, n, &fingerprint).await?;
             if n == 0 {
-                jobs::record_batch(&mut tx, event.id, &[], "", 0, 0, None).await?;
+                jobs::record_batch(&mut *tx, event.id, &[], "", 0, 0, None).await?;
             }
             tx.commit().await.context("committing the enqueue")?;
             println!(

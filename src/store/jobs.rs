@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, Postgres, Transaction};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 /// Records a batch's outcome on the event's job row (creating it when the
@@ -13,7 +13,7 @@ use uuid::Uuid;
 /// sees this batch's own changes; a row enqueued concurrently makes the next
 /// batch set the job back to running.
 pub async fn record_batch(
-    tx: &mut Transaction<'_, Postgres>,
+    db: impl PgExecutor<'_>,
     event: Uuid,
     done: &[i64],
     worker: &str,
@@ -71,7 +71,7 @@ pub async fn record_batch(
     .bind(last_error)
     .bind(done)
     .bind(worker)
-    .fetch_one(&mut **tx)
+    .fetch_one(db)
     .await
     .context("recording job progress")
 }
