@@ -17,6 +17,13 @@
 //!   committed after the refresh enqueued a new row in its own transaction,
 //!   so its attendee stays dirty and a later batch repairs it (see
 //!   [`crate::matching::engine`] for the invariant).
+//! - **Memory between batches.** The event's participants, lists and open
+//!   queue rows stay in memory from one batch to the next. Participants are
+//!   refreshed by delta; the lists and open rows are trusted only while the
+//!   event's version (`matchmaking_event_state`) is the one this worker's own
+//!   last batch wrote: every other writer of lists or closer of queue rows
+//!   bumps it after taking the event lock (see `snapshot::read` and the
+//!   event-version migration). A failed write drops the cached event.
 //! - **Crashes.** Matches and the completion of their queue rows commit in
 //!   one transaction. A worker killed before that commit leaves its rows
 //!   `processing`; its lock dies with its connection, and the next batch of
