@@ -876,6 +876,30 @@ mod tests {
         losers
     }
 
+    /// `changes` random edits and leaves of attendees 1..=n, as the
+    /// triggers record them: the lists lose leavers, and whoever must be
+    /// re-matched becomes dirty.
+    fn churn(
+        rng: &mut impl Rng,
+        event: &mut Event,
+        lists: &mut Lists,
+        dirty: &mut HashSet<Uuid>,
+        n: u128,
+        changes: usize,
+    ) {
+        for _ in 0..changes {
+            let id = Uuid::from_u128(rng.gen_range(1..=n));
+            let mut row = random_row(rng, id.as_u128());
+            row.active = rng.gen_bool(0.85);
+            let p = Participant::from_row(&row, None, &mut event.tags);
+            event.upsert(p);
+            if !row.active {
+                dirty.extend(leave_trigger(lists, id));
+            }
+            dirty.insert(id);
+        }
+    }
+
     /// Random joins, edits, leaves and exclusions, each followed by the
     /// trigger's enqueue and a repair: the lists must equal the brute force
     /// after every step (every change is drained at once, so nothing is dirty).
@@ -961,17 +985,7 @@ mod tests {
             }
             let mut lists = brute_force(&event);
             let mut dirty: HashSet<Uuid> = HashSet::new();
-            for _ in 0..25 {
-                let id = Uuid::from_u128(rng.gen_range(1..=60));
-                let mut row = random_row(&mut rng, id.as_u128());
-                row.active = rng.gen_bool(0.85);
-                let p = Participant::from_row(&row, None, &mut event.tags);
-                event.upsert(p);
-                if !row.active {
-                    dirty.extend(leave_trigger(&mut lists, id));
-                }
-                dirty.insert(id);
-            }
+            churn(&mut rng, &mut event, &mut lists, &mut dirty, 60, 25);
             let mut queue: Vec<Uuid> = dirty.iter().copied().collect();
             queue.sort();
             let mut sums = (seed % 2 == 1).then(Summaries::default);
@@ -1010,16 +1024,8 @@ mod tests {
             } else {
                 HashSet::new()
             };
-            for _ in 0..(if cold { 0 } else { 25 }) {
-                let id = Uuid::from_u128(rng.gen_range(1..=70));
-                let mut row = random_row(&mut rng, id.as_u128());
-                row.active = rng.gen_bool(0.85);
-                let p = Participant::from_row(&row, None, &mut event.tags);
-                event.upsert(p);
-                if !row.active {
-                    dirty.extend(leave_trigger(&mut lists, id));
-                }
-                dirty.insert(id);
+            if !cold {
+                churn(&mut rng, &mut event, &mut lists, &mut dirty, 70, 25);
             }
             let mut queue: Vec<Uuid> = dirty.iter().copied().collect();
             queue.sort();
