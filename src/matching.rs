@@ -63,9 +63,7 @@ pub type IdMap<K, V> = std::collections::HashMap<K, V, IdHash>;
 /// A set of attendee ids.
 pub type IdSet<K> = std::collections::HashSet<K, IdHash>;
 
-pub use engine::{
-    plan, repair, repair_fast, repair_with_row, Dirty, Event, EventSettings, Lists, Plan, RepairOutcome, Summaries,
-};
+pub use engine::{plan, repair, repair_fast, Dirty, Event, EventSettings, Lists, Plan, RepairOutcome, Summaries};
 pub use profile::{Participant, ParticipantRow, TagInterner};
 pub use score::Algorithm;
 pub use topk::Entry;

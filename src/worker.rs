@@ -229,6 +229,37 @@ impl CachedEvent {
         }
     }
 
+    /// After a batch committed: the touched lists as written, its done rows
+    /// closed, and the version it wrote (`None`: read lists and open rows
+    /// again next time).
+    fn committed(&mut self, scored: &Scored, algorithm: &str, version: Option<i64>) {
+        for owner in &scored.touched {
+            match self.lists.get(owner) {
+                Some(list) => {
+                    let rows = list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| MatchRow {
+                            user_id: *owner,
+                            matched_user_id: e.user,
+                            rank: (i + 1) as i16,
+                            score: e.score,
+                            algorithm_version: algorithm.to_string(),
+                        })
+                        .collect();
+                    self.committed.insert(*owner, rows);
+                }
+                None => {
+                    self.committed.remove(owner);
+                }
+            }
+        }
+        for id in &scored.done {
+            self.close(*id);
+        }
+        self.version = version;
+    }
+
     fn set_reloaded(&mut self, r: snapshot::Reloaded) {
         self.committed = group_lists(r.lists);
         self.lists = self
@@ -806,10 +837,7 @@ impl Worker {
                 "batch done (nothing to write)"
             );
             if let Some(mut c) = cached {
-                for id in &scored.done {
-                    c.close(*id);
-                }
-                c.version = Some(recorded.version);
+                c.committed(&scored, &algorithm, Some(recorded.version));
                 self.cache.insert(event, c);
             }
             return Ok(());
@@ -861,35 +889,10 @@ impl Worker {
             "batch done"
         );
         if let Some(c) = cached.as_mut() {
-            // Committed: the cache now mirrors the database.
-            for owner in &scored.touched {
-                match c.lists.get(owner) {
-                    Some(list) => {
-                        let rows = list
-                            .iter()
-                            .enumerate()
-                            .map(|(i, e)| MatchRow {
-                                user_id: *owner,
-                                matched_user_id: e.user,
-                                rank: (i + 1) as i16,
-                                score: e.score,
-                                algorithm_version: algorithm.clone(),
-                            })
-                            .collect();
-                        c.committed.insert(*owner, rows);
-                    }
-                    None => {
-                        c.committed.remove(owner);
-                    }
-                }
-            }
-            for id in &scored.done {
-                c.close(*id);
-            }
             // Rows given back may be pending, done or failed now: read the
             // open rows again next time rather than guess.
             let gave_back = !failed_ids.is_empty() || !release.is_empty() || !deferred_ids.is_empty();
-            c.version = (!gave_back).then_some(version);
+            c.committed(&scored, &algorithm, (!gave_back).then_some(version));
         }
         if let Some(c) = cached {
             self.cache.insert(event, c);

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use matchmaker::store::jobs;
 use matchmaker::store::queue::{self, GiveBack, RetryPolicy};
 use matchmaker::worker::{self, WorkerOptions};
 use rand::SeedableRng;
@@ -125,7 +126,10 @@ async fn a_worker_that_lost_its_lock_is_taken_over_and_never_completes_twice(poo
     let mut again = sqlx::PgConnection::connect_with(&connect).await.unwrap();
     let mut tx = again.begin().await.unwrap();
     assert_eq!(
-        queue::complete(&mut tx, &ids, "slow").await.unwrap(),
+        jobs::record_batch(&mut *tx, ev, &ids, "slow", 5, 0, None)
+            .await
+            .unwrap()
+            .completed,
         0,
         "the slow worker lost its rows"
     );
@@ -140,7 +144,13 @@ async fn a_worker_that_lost_its_lock_is_taken_over_and_never_completes_twice(poo
             .unwrap();
     assert_eq!(processing, 5);
     let mut tx = fast.begin().await.unwrap();
-    assert_eq!(queue::complete(&mut tx, &ids, "fast").await.unwrap(), 5);
+    assert_eq!(
+        jobs::record_batch(&mut *tx, ev, &ids, "fast", 5, 0, None)
+            .await
+            .unwrap()
+            .completed,
+        5
+    );
     tx.commit().await.unwrap();
 }
 

@@ -453,19 +453,7 @@ impl Event {
 /// holds the attendees that still have queue work of their own; their lists
 /// are left for that work.
 pub fn repair<D: Dirty + ?Sized>(event: &Event, lists: &mut Lists, dirty: &D, user: Uuid) -> RepairOutcome {
-    repair_with_row(event, lists, dirty, user, None)
-}
-
-/// [`repair`] given the attendee's row of [`Event::score_rows`], when a batch
-/// scored it together with others.
-pub fn repair_with_row<D: Dirty + ?Sized>(
-    event: &Event,
-    lists: &mut Lists,
-    dirty: &D,
-    user: Uuid,
-    row: Option<&[f32]>,
-) -> RepairOutcome {
-    repair_fast(event, lists, dirty, user, row, None, None)
+    repair_fast(event, lists, dirty, user, None, None, None)
 }
 
 /// What the scorer needs to know of a list without reading it: whether it
@@ -597,8 +585,10 @@ fn fingerprint(user: &Uuid) -> (usize, u64) {
     ((h >> 62) as usize, 1u64 << ((h >> 56) & 63))
 }
 
-/// [`repair_with_row`] with list summaries that let it skip, without reading
-/// them, the lists the attendee is not in and cannot enter. Same result.
+/// [`repair`] with what a batch already has: the attendee's row of
+/// [`Event::score_rows`], list summaries that let it skip, without reading
+/// them, the lists the attendee is not in and cannot enter, and a [`plan`].
+/// Same result.
 pub fn repair_fast<D: Dirty + ?Sized>(
     event: &Event,
     lists: &mut Lists,

@@ -2,7 +2,7 @@
 //! completing, retrying and releasing rows.
 
 use anyhow::{Context, Result};
-use sqlx::{PgConnection, PgExecutor, Postgres, Transaction};
+use sqlx::{PgConnection, PgExecutor};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -139,25 +139,6 @@ pub async fn claim(
     .fetch_all(conn)
     .await
     .context("claiming a batch")
-}
-
-/// Marks claimed rows done. Guarded by "still mine": a row whose lease was
-/// taken over is not counted; the caller compares the count and rolls back.
-pub async fn complete(tx: &mut Transaction<'_, Postgres>, ids: &[i64], worker: &str) -> Result<u64> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(
-        "UPDATE matchmaking_queue
-            SET status = 'done', locked_until = NULL, locked_by = NULL, finished_at = now(), last_error = NULL
-          WHERE id = ANY($1) AND status = 'processing' AND locked_by = $2",
-    )
-    .bind(ids)
-    .bind(worker)
-    .execute(&mut **tx)
-    .await
-    .context("completing rows")?;
-    Ok(done.rows_affected())
 }
 
 /// How a claimed row that is not done goes back.
