@@ -4,6 +4,8 @@
 //! provider's limits, retries, the breaker, timeouts and deadlines, response
 //! validation, and a key that never leaks.
 
+mod common;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -76,14 +78,12 @@ impl Fake {
             fallback,
             seen: Vec::new(),
         }));
-        let app = Router::new()
-            .route("/v1/embeddings", post(handle))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = common::provider::serve(
+            Router::new()
+                .route("/v1/embeddings", post(handle))
+                .with_state(state.clone()),
+        )
+        .await;
         Fake { addr, state }
     }
 

@@ -41,6 +41,17 @@ struct Inner {
     seen: Vec<Seen>,
 }
 
+/// Serves `app` on a free loopback port for as long as the test's runtime
+/// lives; returns its address.
+pub async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 #[derive(Clone)]
 pub struct FakeProvider {
     addr: std::net::SocketAddr,
@@ -54,14 +65,12 @@ impl FakeProvider {
             started: Instant::now(),
             seen: Vec::new(),
         }));
-        let app = Router::new()
-            .route("/v1/embeddings", post(handle))
-            .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve(
+            Router::new()
+                .route("/v1/embeddings", post(handle))
+                .with_state(inner.clone()),
+        )
+        .await;
         FakeProvider { addr, inner }
     }
 
