@@ -426,6 +426,11 @@ pub fn dots(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32]) {
         let idx: Vec<usize> = (0..queries.len()).filter(|&q| queries[q].len() == len).collect();
         let qs: Vec<&[f32]> = idx.iter().map(|&q| queries[q]).collect();
         let cs: Vec<Option<&[f32]>> = cands.iter().map(|c| c.filter(|c| c.len() == len)).collect();
+        if idx.len() == queries.len() {
+            // One length (the usual case): the rows are the callers' rows.
+            run_parallel(&qs, &cs, out, len);
+            return;
+        }
         // The kernel writes rows 0..qs.len(); map them to the callers' rows.
         let mut tmp = vec![f32::NAN; qs.len() * n];
         run_parallel(&qs, &cs, &mut tmp, len);
@@ -469,10 +474,14 @@ fn run_parallel(qs: &[&[f32]], cs: &[Option<&[f32]>], out: &mut [f32], len: usiz
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
+    // Only the comparable columns: `out` keeps its values elsewhere, as the
+    // single-threaded kernel leaves them.
     for (lo, part) in parts {
         let width = if qs.is_empty() { 0 } else { part.len() / qs.len() };
         for q in 0..qs.len() {
-            out[q * n + lo..q * n + lo + width].copy_from_slice(&part[q * width..(q + 1) * width]);
+            for k in (0..width).filter(|k| cs[lo + k].is_some()) {
+                out[q * n + lo + k] = part[q * width + k];
+            }
         }
     }
 }
