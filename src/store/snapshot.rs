@@ -279,29 +279,28 @@ async fn head(db: impl sqlx::PgExecutor<'_>, event: Uuid, since: Option<Since<'_
         "SELECT pg_current_snapshot()::text AS pg_snapshot,
                 e.algorithm, e.matches_per_user, e.exclude_same_company, e.embedding_dimensions,
                 coalesce((SELECT version FROM matchmaking_event_state WHERE event_id = $1), 0) AS version,
-                ARRAY(SELECT user_id FROM match_exclusions x
-                       WHERE x.event_id = $1 AND ($2::text IS NULL OR
-                             (x.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
-                              AND NOT pg_visible_in_snapshot(x.change_xid, $2::text::pg_snapshot)))
-                       ORDER BY user_id, excluded_user_id) AS excl_users,
-                ARRAY(SELECT excluded_user_id FROM match_exclusions x
-                       WHERE x.event_id = $1 AND ($2::text IS NULL OR
-                             (x.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
-                              AND NOT pg_visible_in_snapshot(x.change_xid, $2::text::pg_snapshot)))
-                       ORDER BY user_id, excluded_user_id) AS excl_excluded,
-                ARRAY(SELECT id FROM matchmaking_queue q
-                       WHERE q.event_id = $1 AND q.id > $3 AND q.status IN ('pending', 'processing')
-                       ORDER BY id) AS queue_ids,
-                ARRAY(SELECT user_id FROM matchmaking_queue q
-                       WHERE q.event_id = $1 AND q.id > $3 AND q.status IN ('pending', 'processing')
-                       ORDER BY id) AS queue_users,
+                xd.excl_users, xd.excl_excluded, qd.queue_ids, qd.queue_users,
                 $2::text IS NULL OR EXISTS (
                     SELECT 1 FROM event_participants p
                      WHERE p.event_id = $1
                        AND p.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
                        AND NOT pg_visible_in_snapshot(p.change_xid, $2::text::pg_snapshot))
                 OR EXISTS ({EMBEDDED_SINCE}) AS participants_changed
-           FROM events e WHERE e.id = $1"
+           FROM events e,
+                -- Exclusions written since the snapshot (all of them without one).
+                LATERAL (SELECT coalesce(array_agg(x.user_id ORDER BY x.user_id, x.excluded_user_id), '{{}}') AS excl_users,
+                                coalesce(array_agg(x.excluded_user_id ORDER BY x.user_id, x.excluded_user_id), '{{}}')
+                                    AS excl_excluded
+                           FROM match_exclusions x
+                          WHERE x.event_id = $1 AND ($2::text IS NULL OR
+                                (x.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+                                 AND NOT pg_visible_in_snapshot(x.change_xid, $2::text::pg_snapshot)))) xd,
+                -- Open queue rows above the highest id seen.
+                LATERAL (SELECT coalesce(array_agg(q.id ORDER BY q.id), '{{}}') AS queue_ids,
+                                coalesce(array_agg(q.user_id ORDER BY q.id), '{{}}') AS queue_users
+                           FROM matchmaking_queue q
+                          WHERE q.event_id = $1 AND q.id > $3 AND q.status IN ('pending', 'processing')) qd
+          WHERE e.id = $1"
     ))
     .bind(event)
     .bind(snap)
