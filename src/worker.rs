@@ -73,6 +73,10 @@ const DEFER: Duration = Duration::from_secs(30);
 
 /// Rows a run finishes between two vacuums of the queue.
 const VACUUM_EVERY: i64 = 2000;
+/// Rows a run finishes before its first vacuum: soon, since a bulk import
+/// by the application may have left the queue's statistics stale (see
+/// `queue::vacuum`), but not for the few rows of a quiet minute.
+const FIRST_VACUUM: i64 = 200;
 
 /// How many event snapshots one process keeps in memory.
 const CACHED_EVENTS: usize = 4;
@@ -414,7 +418,7 @@ pub async fn run_in(
         shutdown,
         last_heartbeat: started,
         last_progress_log: started,
-        vacuumed_at: 0,
+        vacuumed_at: FIRST_VACUUM - VACUUM_EVERY,
         opts,
     };
     jobs::start_run(&w.pool, w.run_id, &w.worker_id, w.opts.command, w.opts.event).await?;

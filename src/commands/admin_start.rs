@@ -67,6 +67,13 @@ pub async fn run(args: Args) -> Result<()> {
                 jobs::record_batch(&mut *tx, event.id, &[], "", 0, 0, None).await?;
             }
             tx.commit().await.context("committing the enqueue")?;
+            // The queue may have grown a hundredfold: without fresh
+            // statistics every claim would sort the whole backlog.
+            if n > 0 {
+                if let Err(e) = queue::analyze(&pool).await {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not analyze the queue (autovacuum will)");
+                }
+            }
             println!(
                 "enqueued {n} active attendees of event {label} at priority {} or higher (algorithm {}, K={})",
                 args.priority, event.algorithm, event.matches_per_user

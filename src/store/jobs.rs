@@ -39,11 +39,21 @@ pub async fn record_batch(
              INSERT INTO matchmaking_event_state AS s (event_id, version) VALUES ($1, 1)
              ON CONFLICT (event_id) DO UPDATE SET version = s.version + 1
              RETURNING version),
+         -- Each probe reads the first entry of a partial index in its
+         -- order (LIMIT 1 inside a subquery keeps the planner from turning
+         -- it into a scan): a plain EXISTS was served by a sequential scan
+         -- that stepped over every done row first, which grows with the
+         -- event's progress (15 ms per batch late in a 100,000 cold start).
          open AS (
-             SELECT EXISTS (SELECT 1 FROM matchmaking_queue q
-                             WHERE q.event_id = $1 AND q.status IN ('pending', 'processing')
-                               -- This statement's own completions are not visible to it.
-                               AND q.id <> ALL($5)) AS has_open),
+             SELECT EXISTS (SELECT 1 FROM (SELECT 1 FROM matchmaking_queue q
+                                            WHERE q.event_id = $1 AND q.status = 'pending'
+                                            ORDER BY q.priority DESC, q.enqueued_at, q.id LIMIT 1) p)
+                    OR EXISTS (SELECT 1 FROM (SELECT 1 FROM matchmaking_queue q
+                                               WHERE q.event_id = $1 AND q.status = 'processing'
+                                                 -- This statement's own completions are not visible to it.
+                                                 AND q.id <> ALL($5)
+                                               ORDER BY q.priority DESC, q.enqueued_at, q.id LIMIT 1) r)
+                    AS has_open),
          job AS (
              INSERT INTO matchmaking_jobs AS j (event_id, status, processed, failed, heartbeat_at, last_error,
                                                 completed_at)

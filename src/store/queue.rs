@@ -356,15 +356,29 @@ pub async fn retrying(db: impl PgExecutor<'_>, event: Uuid) -> Result<i64> {
     .context("counting rows waiting to retry")
 }
 
-/// Vacuums the queue table, skipping it when another vacuum holds it. Only
-/// the pages that changed since the last vacuum are read (the visibility
-/// map), so after a burst this costs milliseconds and makes the claim index
-/// compact again.
+/// Vacuums and analyzes the queue table, skipping it when another vacuum
+/// holds it. Only the pages that changed since the last vacuum are read (the
+/// visibility map), so after a burst this costs milliseconds and makes the
+/// claim index compact again. The analyze matters as much: after a bulk
+/// enqueue (an import, `admin-start-matching`) the statistics still describe
+/// the table as it was, and the planner then serves the claim with a bitmap
+/// scan and a sort of the whole backlog (28 ms per claim at 100,000 rows)
+/// instead of reading the first rows of the claim index (0.1 ms).
 pub async fn vacuum(db: impl PgExecutor<'_>) -> Result<()> {
-    sqlx::query("VACUUM (SKIP_LOCKED) matchmaking_queue")
+    sqlx::query("VACUUM (ANALYZE, SKIP_LOCKED) matchmaking_queue")
         .execute(db)
         .await
         .context("vacuuming the queue")?;
+    Ok(())
+}
+
+/// Refreshes the planner's statistics of the queue (see [`vacuum`]); for
+/// after a bulk enqueue, inside or outside a transaction.
+pub async fn analyze(db: impl PgExecutor<'_>) -> Result<()> {
+    sqlx::query("ANALYZE matchmaking_queue")
+        .execute(db)
+        .await
+        .context("analyzing the queue")?;
     Ok(())
 }
 
