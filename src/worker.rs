@@ -2,6 +2,10 @@
 //! the event snapshot → repair each claimed attendee → write the changed
 //! lists and finish the rows in one transaction → release the lock; until
 //! the queue is drained, the deadline nears, or shutdown is requested.
+//! While an event's batches come full, the worker keeps its lock and
+//! pipelines them: batch i is scored while the connection writes batch i-1
+//! and claims and reads batch i+1 (see `Worker::stretch` for why that order
+//! is as exact as the sequential one).
 //!
 //! ## Why this is exact under concurrency and crashes
 //!
@@ -233,10 +237,10 @@ impl CachedEvent {
         }
     }
 
-    /// After a batch committed: the touched lists as written, its done rows
-    /// closed, and the version it wrote (`None`: read lists and open rows
-    /// again next time).
-    fn committed(&mut self, scored: &Scored, algorithm: &str, version: Option<i64>) {
+    /// A batch's lists as its write commits them: the touched lists, and its
+    /// done rows closed. Applied before the write lands (see
+    /// `Worker::stretch`); a failed write drops the cached event.
+    fn commit_lists(&mut self, scored: &Scored, algorithm: &str) {
         for owner in &scored.touched {
             match self.lists.get(owner) {
                 Some(list) => {
@@ -261,7 +265,6 @@ impl CachedEvent {
         for id in &scored.done {
             self.close(*id);
         }
-        self.version = version;
     }
 
     fn set_reloaded(&mut self, r: snapshot::Reloaded) {
@@ -351,6 +354,9 @@ struct Worker {
     last_progress_log: Instant,
     /// Rows finished when the queue was last vacuumed.
     vacuumed_at: i64,
+    /// Rows of batches behind a failed one (claimed, maybe scored, never
+    /// written): `batch_failed` releases them without spending an attempt.
+    innocent: Vec<i64>,
 }
 
 /// What a long-running process keeps between runs: its worker id and the
@@ -419,6 +425,7 @@ pub async fn run_in(
         last_heartbeat: started,
         last_progress_log: started,
         vacuumed_at: FIRST_VACUUM - VACUUM_EVERY,
+        innocent: Vec::new(),
         opts,
     };
     jobs::start_run(&w.pool, w.run_id, &w.worker_id, w.opts.command, w.opts.event).await?;
@@ -533,9 +540,9 @@ impl Worker {
             if self.shutdown.is_cancelled() {
                 return Ok(StopReason::Shutdown);
             }
+            // Claim only when a batch like the last ones fits comfortably.
+            let margin = (batch_time * 2).max(Duration::from_millis(500)).min(max_margin);
             if let Some(d) = deadline {
-                // Claim only when a batch like the last ones fits comfortably.
-                let margin = (batch_time * 2).max(Duration::from_millis(500)).min(max_margin);
                 if Instant::now() + margin >= d {
                     return Ok(StopReason::Deadline);
                 }
@@ -578,10 +585,15 @@ impl Worker {
                     sticky = None;
                 } else {
                     let t0 = Instant::now();
-                    match self.batch(event, deadline).await {
-                        Ok(claimed) => {
-                            let full = claimed > 0 && claimed as i64 >= self.opts.batch_size;
-                            sticky = full.then(|| (event, sticky.map_or_else(Instant::now, |(_, since)| since)));
+                    let until = sticky.map_or(t0, |(_, since)| since) + STICKY;
+                    self.innocent.clear();
+                    let span = info_span!("batches", event.id = %event, run.id = %self.run_id);
+                    match self.stretch(event, deadline, margin, until).instrument(span).await {
+                        Ok(done) => {
+                            let claimed = done.claimed;
+                            sticky = done
+                                .last_full
+                                .then(|| (event, sticky.map_or_else(Instant::now, |(_, since)| since)));
                             if sticky.is_some_and(|(_, since)| since.elapsed() < STICKY) {
                                 held = Some(event);
                             } else {
@@ -589,7 +601,7 @@ impl Worker {
                                 queue::unlock_event(conn, event).await?;
                             }
                             if claimed > 0 {
-                                batch_time = (batch_time + t0.elapsed()) / 2;
+                                batch_time = (batch_time + t0.elapsed() / done.batches.max(1)) / 2;
                                 worked = true;
                                 break;
                             }
@@ -701,10 +713,13 @@ impl Worker {
         self.cache.remove(&event);
         let msg = error_chain(&e);
         let conflict = queue::is_lock_conflict(&e);
+        let innocent: HashSet<i64> = std::mem::take(&mut self.innocent).into_iter().collect();
         warn!(event.id = %event, error = %msg, lock_conflict = conflict, "batch failed; its rows go back to the queue");
         let attempt = async {
             let mut tx = self.pool.begin().await?;
-            let ids = queue::held_by(&mut *tx, &self.worker_id).await?;
+            let held = queue::held_by(&mut *tx, &self.worker_id).await?;
+            // Rows of batches queued behind the failed one were never tried.
+            let (innocent, ids): (Vec<i64>, Vec<i64>) = held.into_iter().partition(|id| innocent.contains(id));
             let errors = vec![msg.clone(); ids.len()];
             let how = if conflict {
                 GiveBack::Release
@@ -712,6 +727,7 @@ impl Worker {
                 GiveBack::Retry(&errors, self.opts.retry)
             };
             let back = queue::give_back(&mut tx, &ids, &self.worker_id, how).await?;
+            queue::give_back(&mut tx, &innocent, &self.worker_id, GiveBack::Release).await?;
             // Failed rows count on the job, which may now be complete.
             jobs::record_batch(&mut *tx, event, &[], &self.worker_id, 0, back.failed as i64, Some(&msg)).await?;
             tx.commit().await?;
@@ -725,92 +741,257 @@ impl Worker {
         }
     }
 
-    /// One batch of one event, with the event lock held on `lock_conn`.
-    /// Returns how many rows it claimed.
-    async fn batch(&mut self, event: Uuid, deadline: Option<Instant>) -> Result<usize> {
+    /// Claims a batch of `event` (the event lock held on `lock_conn`),
+    /// skipping `in_flight`, rows of this worker's own batch still being
+    /// scored; sets overdue rows aside (see [`quarantine`]) and fetches
+    /// provider embeddings. `None` when nothing was claimable.
+    async fn claim_batch(
+        &mut self,
+        event: Uuid,
+        in_flight: &[i64],
+        deadline: Option<Instant>,
+    ) -> Result<Option<Claimed>> {
         let worker_id = self.worker_id.clone();
         let (batch_size, lease) = (self.opts.batch_size, self.opts.lease);
         let conn = self.lock_conn().await?;
-        let rows = queue::claim(conn, event, batch_size, &worker_id, lease).await?;
+        let rows = queue::claim(conn, event, batch_size, &worker_id, lease, in_flight).await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
-        let n = rows.len();
-        self.totals.batches += 1;
-        self.totals.claimed += n as i64;
-        let span = info_span!("batch", event.id = %event, batch.size = n, run.id = %self.run_id);
-        self.batch_inner(event, rows, deadline).instrument(span).await?;
-        Ok(n)
-    }
-
-    async fn batch_inner(&mut self, event: Uuid, rows: Vec<ClaimedRow>, deadline: Option<Instant>) -> Result<()> {
         let t0 = Instant::now();
+        let claimed = rows.len();
+        self.totals.batches += 1;
+        self.totals.claimed += claimed as i64;
+        let ids = rows.iter().map(|r| r.id).collect();
         let (rows, release, given_up) = quarantine(rows, self.opts.retry.max_attempts);
-        if self.opts.null_scorer {
-            let scored = Scored {
-                done: rows.iter().map(|r| r.id).collect(),
-                ..Scored::default()
-            };
-            return self.write_batch(event, None, scored, release, given_up, t0).await;
-        }
-
         // Provider embeddings for attendees without one, committed before
         // the snapshot (see `embeddings::attach` for why that is exact).
-        let held = match self.opts.embedder.clone() {
-            Some(e) => {
+        let held = match (self.opts.embedder.clone(), self.opts.null_scorer) {
+            (Some(e), false) => {
                 let stats = &mut self.totals.embeddings;
                 attach::attach(&self.pool, &e, event, &rows, deadline, self.opts.lease, stats).await?
             }
-            None => attach::Held::default(),
+            _ => attach::Held::default(),
         };
-
-        let mut cached = self.refresh(event).await?;
-        let read_ms = t0.elapsed().as_millis();
-
-        // Score off the async runtime.
-        let stop = self.shutdown.clone();
-        let score_deadline = deadline.map(|d| d.into_std());
-        let fault_delay = self.opts.fault_score_delay;
-        let (cached, mut scored) = tokio::task::spawn_blocking(move || {
-            let result = score_batch(&mut cached, &rows, score_deadline, &stop, fault_delay);
-            cached.last_used = Instant::now();
-            (cached, result)
-        })
-        .await
-        .context("scoring task panicked")?;
-        held.apply(&mut scored.done, &mut scored.problems, &mut scored.deferred);
-        let score_ms = t0.elapsed().as_millis() - read_ms;
-        debug!(
-            read_ms = read_ms as u64,
-            score_ms = score_ms as u64,
-            full_recomputes = scored.full_recomputes,
-            fast_checks = scored.fast_checks,
-            slow_checks = scored.slow_checks,
-            "scored"
-        );
-        self.write_batch(event, Some(cached), scored, release, given_up, t0)
-            .await
+        Ok(Some(Claimed {
+            ids,
+            rows,
+            full: claimed as i64 >= batch_size,
+            release,
+            given_up,
+            held,
+            read: None,
+            t0,
+        }))
     }
 
-    /// One transaction: matches, queue rows, job progress and the event
-    /// version. On success the cached event (if any) is kept, updated to what
-    /// was committed; on failure it is dropped (its lists were changed in
-    /// memory but not in the database).
-    async fn write_batch(
+    /// Batches of one event while they come full, the event lock held on
+    /// `lock_conn`, until `until` (then `drain_batches` chooses again).
+    ///
+    /// Pipelined: while batch i is scored on the CPU, the connection writes
+    /// batch i-1, then claims batch i+1 and reads its snapshot. That is the
+    /// sequential order with the database work moved into the scoring time,
+    /// and it is exact for the same reasons as the sequential one:
+    /// - batch i is scored against the lists batch i-1 left in memory, which
+    ///   are what batch i-1's write commits; batch i's write goes out on the
+    ///   same connection only after that commit. A failed write drops the
+    ///   cached event, and the rows of the batches behind it are released
+    ///   untouched.
+    /// - batch i+1's snapshot is read after batch i-1 committed and before
+    ///   batch i did. Every writer of lists and closer of queue rows bumps the
+    ///   event version under the event lock, which this worker holds, so that
+    ///   snapshot must show batch i-1's version. If it does not, or the
+    ///   event's settings changed, batch i is written first and the event read
+    ///   again, exactly as sequentially. Participant changes need no care: a
+    ///   change committed after a snapshot has an open queue row that a later
+    ///   batch repairs, whichever batch wrote last.
+    /// - the claim of batch i+1 skips batch i's rows, still `processing`
+    ///   under this worker's lease, which the takeover of a dead worker's
+    ///   rows would otherwise take (see `queue::claim`).
+    ///
+    /// Returns the rows claimed, the batches, and whether the last was full.
+    async fn stretch(
         &mut self,
         event: Uuid,
-        mut cached: Option<CachedEvent>,
-        scored: Scored,
-        mut release: Vec<i64>,
-        given_up: Option<ClaimedRow>,
-        t0: Instant,
-    ) -> Result<()> {
+        deadline: Option<Instant>,
+        margin: Duration,
+        until: Instant,
+    ) -> Result<Stretch> {
+        let mut out = Stretch::default();
+        let Some(mut cur) = self.claim_batch(event, &[], deadline).await? else {
+            return Ok(out);
+        };
+        out.claimed += cur.ids.len();
+        out.batches += 1;
+        out.last_full = cur.full;
+        if self.opts.null_scorer {
+            let scored = Scored {
+                done: cur.rows.iter().map(|r| r.id).collect(),
+                ..Scored::default()
+            };
+            let p = Pending {
+                scored,
+                release: cur.release,
+                given_up: cur.given_up,
+                algorithm: String::new(),
+                t0: cur.t0,
+            };
+            self.write_rows(event, &p).await?;
+            return Ok(out);
+        }
+        let mut cached = self.refresh(event).await?;
+        // The batch scored and applied in memory but not yet written.
+        let mut pending: Option<Pending> = None;
+        // A write gave rows back: the cached open rows are a guess from then on.
+        let mut stale = false;
+        loop {
+            // The snapshot read ahead for this batch, applied now that the
+            // previous batch's scoring is over.
+            if let Some(read) = cur.read.take() {
+                if !absorb(&mut cached, read) {
+                    debug!(event.id = %event, "the event moved under the read-ahead; writing and reading it again");
+                    if let Some(p) = pending.take() {
+                        if let Err(e) = self.write_rows(event, &p).await {
+                            self.innocent.extend(&cur.ids);
+                            return Err(e);
+                        }
+                    }
+                    self.cache.remove(&event);
+                    cached = self.refresh(event).await?;
+                    stale = false;
+                }
+            }
+            let read_ms = cur.t0.elapsed().as_millis();
+            let snapshot = cached.pg_snapshot.clone();
+            let mut version = cached.version;
+            let queue_seen = cached.queue_seen;
+
+            // Score this batch on the blocking pool...
+            let rows = std::mem::take(&mut cur.rows);
+            let stop = self.shutdown.clone();
+            let score_deadline = deadline.map(|d| d.into_std());
+            let fault_delay = self.opts.fault_score_delay;
+            let task = tokio::task::spawn_blocking(move || {
+                let ts = std::time::Instant::now();
+                let result = score_batch(&mut cached, &rows, score_deadline, &stop, fault_delay);
+                cached.last_used = Instant::now();
+                (cached, result, ts.elapsed())
+            });
+            let tl = Instant::now();
+
+            // ...while the connection writes the previous one and claims
+            // and reads the next.
+            let lane: Result<Option<Claimed>> = async {
+                if let Some(p) = pending.take() {
+                    match self.write_rows(event, &p).await? {
+                        Some(v) => version = Some(v),
+                        None => stale = true,
+                    }
+                }
+                self.heartbeat(false).await;
+                let go_on = cur.full
+                    && !stale
+                    && Instant::now() < until
+                    && !self.shutdown.is_cancelled()
+                    && deadline.is_none_or(|d| Instant::now() + margin < d);
+                let Some(expected) = version.filter(|_| go_on) else {
+                    return Ok(None);
+                };
+                let Some(mut next) = self.claim_batch(event, &cur.ids, deadline).await? else {
+                    return Ok(None);
+                };
+                let seen = next.ids.iter().chain(&cur.ids).copied().fold(queue_seen, i64::max);
+                let since = Since {
+                    pg_snapshot: &snapshot,
+                    version: expected,
+                    queue_seen: seen,
+                };
+                // Should the read fail, neither batch reaches the database.
+                self.innocent = next.ids.iter().chain(&cur.ids).copied().collect();
+                let conn = self.lock_conn().await?;
+                next.read = Some(
+                    snapshot::read(conn, event, Some(since))
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("event {event} no longer exists"))?,
+                );
+                self.innocent.clear();
+                Ok(Some(next))
+            }
+            .await;
+            let lane_ms = tl.elapsed().as_secs_f64() * 1e3;
+            let (mut c, mut scored, score_time) = task.await.context("scoring task panicked")?;
+            let next = match lane {
+                Ok(next) => next,
+                Err(e) => {
+                    // The batch just scored never reaches the database.
+                    self.innocent.extend(&cur.ids);
+                    return Err(e);
+                }
+            };
+            cur.held
+                .apply(&mut scored.done, &mut scored.problems, &mut scored.deferred);
+            // Since the claim: the wait for the lane, the refresh; then the
+            // scoring, and the database work done meanwhile.
+            debug!(
+                read_ms = read_ms as u64,
+                score_ms = score_time.as_secs_f64() * 1e3,
+                lane_ms,
+                full_recomputes = scored.full_recomputes,
+                fast_checks = scored.fast_checks,
+                slow_checks = scored.slow_checks,
+                "scored"
+            );
+            // Optimistic: the lists are what the write will commit; should
+            // it fail, the cached event is dropped.
+            let algorithm = c.settings.algorithm.clone();
+            c.commit_lists(&scored, &algorithm);
+            c.version = version;
+            cached = c;
+            let p = Pending {
+                scored,
+                release: std::mem::take(&mut cur.release),
+                given_up: cur.given_up.take(),
+                algorithm,
+                t0: cur.t0,
+            };
+            match next {
+                Some(n) => {
+                    pending = Some(p);
+                    out.claimed += n.ids.len();
+                    out.batches += 1;
+                    out.last_full = n.full;
+                    cur = n;
+                }
+                None => {
+                    let written = self.write_rows(event, &p).await;
+                    if let Ok(v) = written {
+                        cached.version = v.filter(|_| !stale);
+                        self.cache.insert(event, cached);
+                    }
+                    written?;
+                    return Ok(out);
+                }
+            }
+        }
+    }
+
+    /// Writes one scored batch in one transaction: matches, queue rows, job
+    /// progress and the event version. Returns the version it wrote, or
+    /// `None` when rows went back to the queue (the cached open rows must
+    /// then be read again). Touches no cached event.
+    async fn write_rows(&mut self, event: Uuid, p: &Pending) -> Result<Option<i64>> {
+        let Pending {
+            scored,
+            release,
+            given_up,
+            algorithm,
+            t0,
+        } = p;
         let worker_id = self.worker_id.clone();
         let policy = self.opts.retry;
-        let algorithm = cached.as_ref().map_or(String::new(), |c| c.settings.algorithm.clone());
         let mut failed_ids: Vec<i64> = scored.problems.iter().map(|p| p.0).collect();
         let mut errors: Vec<String> = scored.problems.iter().map(|p| p.2.clone()).collect();
-        if let Some(r) = &given_up {
+        if let Some(r) = given_up {
             failed_ids.push(r.id);
             errors.push(format!(
                 "gave up after {} attempts: the worker holding it died or stalled past its lease each time, \
@@ -818,6 +999,7 @@ impl Worker {
                 r.attempts - 1
             ));
         }
+        let mut release = release.clone();
         release.extend(&scored.unstarted);
         let deferred_ids: Vec<i64> = scored.deferred.iter().map(|d| d.0).collect();
         let processed = scored.done.len() as i64;
@@ -840,16 +1022,12 @@ impl Worker {
                 total_ms = t0.elapsed().as_millis() as u64,
                 "batch done (nothing to write)"
             );
-            if let Some(mut c) = cached {
-                c.committed(&scored, &algorithm, Some(recorded.version));
-                self.cache.insert(event, c);
-            }
-            return Ok(());
+            return Ok(Some(recorded.version));
         }
         // The lock connection runs with a short lock_timeout (see
         // `lock_conn`), so this never waits long on an application's lock.
         let mut tx = conn.begin().await.context("starting the write")?;
-        matches::apply(&mut tx, event, &algorithm, &scored.diff).await?;
+        matches::apply(&mut tx, event, algorithm, &scored.diff).await?;
         let retried = queue::give_back(&mut tx, &failed_ids, &worker_id, GiveBack::Retry(&errors, policy)).await?;
         let released = queue::give_back(&mut tx, &release, &worker_id, GiveBack::Release).await?;
         let deferred_why: Vec<String> = scored.deferred.iter().map(|d| d.2.clone()).collect();
@@ -892,16 +1070,9 @@ impl Worker {
             total_ms = t0.elapsed().as_millis() as u64,
             "batch done"
         );
-        if let Some(c) = cached.as_mut() {
-            // Rows given back may be pending, done or failed now: read the
-            // open rows again next time rather than guess.
-            let gave_back = !failed_ids.is_empty() || !release.is_empty() || !deferred_ids.is_empty();
-            c.committed(&scored, &algorithm, (!gave_back).then_some(version));
-        }
-        if let Some(c) = cached {
-            self.cache.insert(event, c);
-        }
-        Ok(())
+        // Rows given back may be pending, done or failed now.
+        let gave_back = !failed_ids.is_empty() || !release.is_empty() || !deferred_ids.is_empty();
+        Ok((!gave_back).then_some(version))
     }
 
     /// Brings the cached snapshot of an event up to date (or loads it).
@@ -1038,6 +1209,55 @@ fn group_lists(rows: Vec<MatchRow>) -> IdMap<Uuid, Vec<MatchRow>> {
         out.entry(r.user_id).or_default().push(r);
     }
     out
+}
+
+/// A claimed batch waiting to be scored.
+struct Claimed {
+    /// Every row claimed, quarantined ones included.
+    ids: Vec<i64>,
+    /// The rows to process now (see [`quarantine`]).
+    rows: Vec<ClaimedRow>,
+    /// Whether the claim came back full (more work is likely).
+    full: bool,
+    /// Overdue rows set aside, released unprocessed.
+    release: Vec<i64>,
+    given_up: Option<ClaimedRow>,
+    held: attach::Held,
+    /// The event's snapshot, read ahead while the previous batch was scored.
+    read: Option<Read>,
+    t0: Instant,
+}
+
+/// A scored batch, applied to the cached event, waiting to be written.
+struct Pending {
+    scored: Scored,
+    release: Vec<i64>,
+    given_up: Option<ClaimedRow>,
+    algorithm: String,
+    t0: Instant,
+}
+
+/// What [`Worker::stretch`] did.
+#[derive(Debug, Default)]
+struct Stretch {
+    claimed: usize,
+    batches: u32,
+    last_full: bool,
+}
+
+/// Applies a snapshot read ahead of the previous batch's write (see
+/// [`Worker::stretch`]). False, changing nothing, unless it shows the
+/// version the cached lists were written under and the same settings.
+fn absorb(cached: &mut CachedEvent, read: Read) -> bool {
+    if cached.settings != read.settings || read.reloaded.is_some() || cached.version != Some(read.version) {
+        return false;
+    }
+    apply_delta(cached, &read);
+    for (id, user) in read.new_open_rows {
+        cached.add_open(id, user);
+    }
+    cached.pg_snapshot = read.pg_snapshot;
+    true
 }
 
 /// The result of scoring one batch.

@@ -90,7 +90,7 @@ async fn a_worker_that_lost_its_lock_is_taken_over_and_never_completes_twice(poo
     let mut fast = sqlx::PgConnection::connect_with(&connect).await.unwrap();
 
     assert!(queue::try_lock_event(&mut slow, ev).await.unwrap());
-    let mine = queue::claim(&mut slow, ev, 10, "slow", Duration::from_secs(120))
+    let mine = queue::claim(&mut slow, ev, 10, "slow", Duration::from_secs(120), &[])
         .await
         .unwrap();
     assert_eq!(mine.len(), 5);
@@ -113,7 +113,7 @@ async fn a_worker_that_lost_its_lock_is_taken_over_and_never_completes_twice(poo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The rows are taken over at once, long before their 120 s lease ends.
-    let theirs = queue::claim(&mut fast, ev, 10, "fast", Duration::from_secs(60))
+    let theirs = queue::claim(&mut fast, ev, 10, "fast", Duration::from_secs(60), &[])
         .await
         .unwrap();
     assert_eq!(theirs.len(), 5, "orphaned rows must be claimable under the lock");
@@ -240,7 +240,7 @@ async fn two_claimed_rows_of_one_attendee_go_back_as_one_pending_row(pool: PgPoo
     let mut dead = sqlx::PgConnection::connect_with(&connect).await.unwrap();
     let mut live = sqlx::PgConnection::connect_with(&connect).await.unwrap();
     // A worker claims the row and dies; the attendee edits their profile.
-    let first = queue::claim(&mut dead, ev, 10, "dead", Duration::from_millis(100))
+    let first = queue::claim(&mut dead, ev, 10, "dead", Duration::from_millis(100), &[])
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
@@ -248,7 +248,7 @@ async fn two_claimed_rows_of_one_attendee_go_back_as_one_pending_row(pool: PgPoo
     update_profile(&pool, ev, &p).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     // One claim takes both the expired row and the new one.
-    let both = queue::claim(&mut live, ev, 10, "live", Duration::from_secs(60))
+    let both = queue::claim(&mut live, ev, 10, "live", Duration::from_secs(60), &[])
         .await
         .unwrap();
     assert_eq!(both.len(), 2);
@@ -385,4 +385,45 @@ async fn malformed_rows_never_fail_their_neighbours(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(short, 0);
+}
+
+/// The pipelined worker claims batch i+1 while batch i, still `processing`
+/// under its own lease, is being scored: that claim must leave batch i
+/// alone (the takeover of a dead worker's rows would otherwise take it and
+/// spend a second attempt on it), yet still take over a dead worker's rows.
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn a_claim_leaves_the_callers_in_flight_batch_alone(pool: PgPool) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let ev = create_event(&pool, "in-flight", "hybrid-v1", 3).await;
+    for _ in 0..12 {
+        insert_profile(&pool, ev, &random_profile(&mut rng, 0)).await;
+    }
+    let mut me = sqlx::PgConnection::connect_with(&pool.connect_options()).await.unwrap();
+    let lease = Duration::from_secs(60);
+    // This worker's batch i, and two rows a dead worker left `processing`.
+    let batch_i = queue::claim(&mut me, ev, 4, "me", lease, &[]).await.unwrap();
+    let orphans: Vec<i64> = sqlx::query_scalar(
+        "UPDATE matchmaking_queue SET status = 'processing', attempts = 1, locked_by = 'dead',
+                locked_until = now() + interval '1 minute'
+          WHERE id IN (SELECT id FROM matchmaking_queue WHERE status = 'pending' ORDER BY id DESC LIMIT 2)
+         RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!((orphans.len(), batch_i.len()), (2, 4));
+    let in_flight: Vec<i64> = batch_i.iter().map(|r| r.id).collect();
+    // Batch i+1: the orphans and pending rows, never batch i.
+    let next = queue::claim(&mut me, ev, 20, "me", lease, &in_flight).await.unwrap();
+    let next_ids: Vec<i64> = next.iter().map(|r| r.id).collect();
+    assert_eq!(next.len(), 12 - 4, "every row but batch i: {next_ids:?}");
+    assert!(next_ids.iter().all(|id| !in_flight.contains(id)));
+    assert!(orphans.iter().all(|o| next_ids.contains(o)), "{orphans:?} {next_ids:?}");
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("SELECT attempts FROM matchmaking_queue WHERE id = ANY($1) ORDER BY id")
+            .bind(&in_flight)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, vec![1; 4], "batch i spent one attempt each");
 }

@@ -91,7 +91,7 @@ async fn joins_and_edits_enqueue_one_row_with_the_highest_priority(pool: PgPool)
     // Once claimed, a further edit makes a new pending row (never lost).
     let connect = pool.connect_options();
     let mut conn = sqlx::Connection::connect_with(&*connect).await.unwrap();
-    let claimed = matchmaker::store::queue::claim(&mut conn, ev, 10, "w", Duration::from_secs(60))
+    let claimed = matchmaker::store::queue::claim(&mut conn, ev, 10, "w", Duration::from_secs(60), &[])
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);

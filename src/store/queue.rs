@@ -98,13 +98,16 @@ pub async fn unlock_all(conn: &mut PgConnection) -> Result<()> {
 /// connection's `idle_session_timeout`; if it ever wakes up, its write fails
 /// on its dead connection and its give-back is refused by the `locked_by`
 /// guard. So a killed worker's rows are reclaimed at once, not after the
-/// lease.
+/// lease. The one exception is the caller's own batch still in flight
+/// (`in_flight`: claimed under this same lock hold, being scored while this
+/// claim runs), which is not taken over.
 pub async fn claim(
     conn: &mut PgConnection,
     event: Uuid,
     n: i64,
     worker: &str,
     lease: Duration,
+    in_flight: &[i64],
 ) -> Result<Vec<ClaimedRow>> {
     sqlx::query_as::<_, ClaimedRow>(
         // Two index scans (orphaned processing rows, due pending rows), each
@@ -112,7 +115,7 @@ pub async fn claim(
         // the event's whole backlog.
         "WITH orphans AS (
              SELECT id, priority, enqueued_at FROM matchmaking_queue
-              WHERE event_id = $1 AND status = 'processing'
+              WHERE event_id = $1 AND status = 'processing' AND id <> ALL($5)
               ORDER BY priority DESC, enqueued_at, id
               LIMIT $2
               FOR UPDATE SKIP LOCKED),
@@ -136,6 +139,7 @@ pub async fn claim(
     .bind(n)
     .bind(worker)
     .bind(lease.as_secs_f64())
+    .bind(in_flight)
     .fetch_all(conn)
     .await
     .context("claiming a batch")
