@@ -318,16 +318,33 @@ impl Event {
                 _ => None,
             })
             .collect();
-        let mut sims = vec![f32::NAN; with_vec.len() * n];
         let queries: Vec<&[f32]> = with_vec.iter().map(|(_, v)| *v).collect();
-        kernel::dots(&queries, &cands, &mut sims);
+        // cosine-v1 with every row a query (the usual batch): the kernel
+        // writes the similarities straight into the rows (NaN where the
+        // candidate has no vector), and eligibility is a few passes over
+        // each row instead of one visit per attendee.
+        let direct = alg == Algorithm::CosineV1 && with_vec.len() == users.len();
+        let sims = if direct {
+            kernel::dots(&queries, &cands, &mut out);
+            Vec::new()
+        } else {
+            let mut sims = vec![f32::NAN; with_vec.len() * n];
+            kernel::dots(&queries, &cands, &mut sims);
+            sims
+        };
         let mut sim_row: Vec<Option<&[f32]>> = vec![None; users.len()];
-        for (j, (r, _)) in with_vec.iter().enumerate() {
-            sim_row[*r] = Some(&sims[j * n..(j + 1) * n]);
+        if !direct {
+            for (j, (r, _)) in with_vec.iter().enumerate() {
+                sim_row[*r] = Some(&sims[j * n..(j + 1) * n]);
+            }
         }
 
         // Eligibility and the algorithm's score, one row per thread.
         let fill = |row: &mut [f32], u: &Participant, sim: Option<&[f32]>, scratch: &mut Scratch| {
+            if direct {
+                self.cosine_eligible(row, u);
+                return;
+            }
             if !self.matchable(u) {
                 return;
             }
@@ -396,6 +413,32 @@ impl Event {
             });
         }
         out
+    }
+
+    /// A cosine-v1 row of raw similarities made into scores: clamped to
+    /// [−1, 1], and NaN for `u` itself, colleagues (when the event excludes
+    /// them) and exclusions either way. Attendees without a vector, or not
+    /// matchable, are NaN already. The same values as the general fill.
+    fn cosine_eligible(&self, row: &mut [f32], u: &Participant) {
+        for x in row.iter_mut() {
+            *x = x.clamp(-1.0, 1.0);
+        }
+        if let Some(i) = self.index_of(&u.user_id) {
+            row[i] = f32::NAN;
+        }
+        let company = u.company_key.as_ref().and_then(|k| self.companies.get(k).copied());
+        if let Some(c) = company.filter(|_| self.settings.exclude_same_company) {
+            for (x, &other) in row.iter_mut().zip(&self.company) {
+                if other == c {
+                    *x = f32::NAN;
+                }
+            }
+        }
+        for x in self.excluded.get(&u.user_id).into_iter().flatten() {
+            if let Some(&i) = self.index.get(x) {
+                row[i] = f32::NAN;
+            }
+        }
     }
 
     /// The exact top-K of one participant, from scratch.
@@ -549,16 +592,24 @@ pub struct Plan {
 pub fn plan(event: &Event, summaries: &Summaries, clean: &[bool], user: &Participant, row: &[f32]) -> Plan {
     let k = event.k();
     let bit = fingerprint(&user.user_id);
+    let participants = event.participants();
     let mut own = TopK::new(k);
-    let mut candidates = Vec::new();
-    for (i, other) in event.participants().iter().enumerate() {
-        let score = score_at(row, i);
-        if let Some(s) = score {
-            own.offer(Entry::new(other.user_id, s));
+    // Only scores at or above the K-th best so far can enter (NaN never
+    // does): one comparison per attendee instead of an offer.
+    let mut floor = f32::NEG_INFINITY;
+    for (i, &s) in row.iter().enumerate().take(participants.len()) {
+        if s >= floor {
+            own.offer(Entry::new(participants[i].user_id, s));
+            floor = own.floor();
         }
-        if other.user_id == user.user_id || !clean.get(i).copied().unwrap_or(false) {
+    }
+    let me = event.index_of(&user.user_id);
+    let mut candidates = Vec::new();
+    for i in 0..participants.len() {
+        if !clean.get(i).copied().unwrap_or(false) || me == Some(i) {
             continue;
         }
+        let score = score_at(row, i);
         if let Some(sum) = summaries.peek(i) {
             if sum.fits && sum.members[bit.0] & bit.1 == 0 {
                 let Some(s) = score else { continue };

@@ -57,6 +57,16 @@ impl TopK {
     pub fn into_vec(self) -> Vec<Entry> {
         self.best
     }
+
+    /// The lowest score a candidate needs to have a chance: the weakest
+    /// entry's once the list is full (a tie may still win on the id), else
+    /// −∞. A candidate scoring below it never enters.
+    pub fn floor(&self) -> f32 {
+        match self.best.get(self.k.wrapping_sub(1)) {
+            Some(weakest) if self.best.len() >= self.k => weakest.score,
+            _ => f32::NEG_INFINITY,
+        }
+    }
 }
 
 /// The bump rule on one list already in rank order: the candidate enters when
