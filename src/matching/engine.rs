@@ -517,20 +517,37 @@ struct ListSummary {
 /// Summaries of the lists, by participant index, computed on first use and
 /// forgotten whenever a list changes. Keep one per [`Lists`]: after the
 /// lists change outside [`repair_fast`], call [`Summaries::clear`].
+///
+/// [`Summaries::fill`] also packs them for [`plan`], which scans every list
+/// for every attendee of a batch: per list a gate score (4 bytes) and the
+/// member filter split by word (a newcomer reads only its own word), instead
+/// of a whole summary per list and attendee.
 #[derive(Debug, Default, Clone)]
-pub struct Summaries(Vec<Option<ListSummary>>);
+pub struct Summaries {
+    each: Vec<Option<ListSummary>>,
+    /// Per list: the weakest score when the list is full, −∞ when it has
+    /// room. A newcomer below it cannot enter; one equal to it may, on the id.
+    gate: Vec<f32>,
+    /// Per word of the member filter, per list; all ones where the list must
+    /// always be looked at (it does not fit, or changed since the packing).
+    members: [Vec<u64>; 4],
+}
 
 impl Summaries {
     /// Forgets every summary (the lists were replaced).
     pub fn clear(&mut self) {
-        self.0.clear();
+        self.each.clear();
+        self.gate.clear();
+        for m in &mut self.members {
+            m.clear();
+        }
     }
 
     fn get(&mut self, i: usize, owner: &Uuid, lists: &Lists, k: usize) -> ListSummary {
-        if i >= self.0.len() {
-            self.0.resize(i + 1, None);
+        if i >= self.each.len() {
+            self.each.resize(i + 1, None);
         }
-        if let Some(s) = self.0[i] {
+        if let Some(s) = self.each[i] {
             return s;
         }
         let list = lists.get(owner).map(Vec::as_slice).unwrap_or(&[]);
@@ -543,26 +560,47 @@ impl Summaries {
                 m
             }),
         };
-        self.0[i] = Some(s);
+        self.each[i] = Some(s);
         s
     }
 
-    /// Computes every missing summary, so that [`plan`] can read them from
-    /// several threads.
+    /// Computes every missing summary and packs them all, so that [`plan`]
+    /// can read them from several threads.
     pub fn fill(&mut self, event: &Event, lists: &Lists) {
         let k = event.k();
+        let n = event.participants().len();
         for (i, p) in event.participants().iter().enumerate() {
             self.get(i, &p.user_id, lists, k);
+        }
+        self.gate.clear();
+        for m in &mut self.members {
+            m.clear();
+        }
+        for s in self.each.iter().take(n) {
+            let (gate, members) = match s {
+                Some(s) if s.fits => (s.weakest.map_or(f32::NEG_INFINITY, |w| w.score), s.members),
+                _ => (f32::NEG_INFINITY, [u64::MAX; 4]),
+            };
+            self.gate.push(gate);
+            for (w, m) in members.into_iter().enumerate() {
+                self.members[w].push(m);
+            }
         }
     }
 
     fn peek(&self, i: usize) -> Option<ListSummary> {
-        self.0.get(i).copied().flatten()
+        self.each.get(i).copied().flatten()
     }
 
     fn forget(&mut self, i: Option<usize>) {
-        if let Some(slot) = i.and_then(|i| self.0.get_mut(i)) {
+        let Some(i) = i else { return };
+        if let Some(slot) = self.each.get_mut(i) {
             *slot = None;
+        }
+        for m in &mut self.members {
+            if let Some(word) = m.get_mut(i) {
+                *word = u64::MAX;
+            }
         }
     }
 }
@@ -605,20 +643,27 @@ pub fn plan(event: &Event, summaries: &Summaries, clean: &[bool], user: &Partici
     }
     let me = event.index_of(&user.user_id);
     let mut candidates = Vec::new();
+    // The packed summaries (see `Summaries::fill`); a list beyond them
+    // (none after a fill) is always looked at.
+    let members = &summaries.members[bit.0];
+    let packed = summaries.gate.len().min(members.len()).min(participants.len());
     for i in 0..participants.len() {
         if !clean.get(i).copied().unwrap_or(false) || me == Some(i) {
             continue;
         }
-        let score = score_at(row, i);
-        if let Some(sum) = summaries.peek(i) {
-            if sum.fits && sum.members[bit.0] & bit.1 == 0 {
-                let Some(s) = score else { continue };
-                if sum
-                    .weakest
-                    .is_some_and(|w| !topk::beats(&Entry::new(user.user_id, s), &w))
-                {
-                    continue;
-                }
+        if i < packed && members[i] & bit.1 == 0 {
+            // Not a member: look only if the attendee may enter. A NaN
+            // score (not an eligible pair) compares false both ways.
+            let s = row.get(i).copied().unwrap_or(f32::NAN);
+            let gate = summaries.gate[i];
+            let enters = s > gate
+                || (s == gate
+                    && summaries
+                        .peek(i)
+                        .and_then(|sum| sum.weakest)
+                        .is_none_or(|w| topk::beats(&Entry::new(user.user_id, s), &w)));
+            if !enters {
+                continue;
             }
         }
         candidates.push(i as u32);
@@ -891,13 +936,23 @@ mod tests {
                     event.exclude(Uuid::from_u128(a), Uuid::from_u128(b));
                 }
             }
-            let users: Vec<&Participant> = event.participants().iter().take(37).collect();
-            let rows = event.score_rows(&users);
-            let n = event.participants().len();
-            for (r, u) in users.iter().enumerate() {
-                for (i, v) in event.participants().iter().enumerate() {
-                    let got = score_at(&rows[r * n..(r + 1) * n], i).map(f32::to_bits);
-                    assert_eq!(got, event.pair_score(u, v).map(f32::to_bits), "seed {seed} {r} {i}");
+            // Any attendees; and only attendees with a vector, the usual
+            // batch, which cosine-v1 scores in place.
+            let any: Vec<&Participant> = event.participants().iter().take(37).collect();
+            let with_vectors: Vec<&Participant> = event
+                .participants()
+                .iter()
+                .filter(|p| event.matchable(p) && matches!(p.embedding, Embedding::Valid(_)))
+                .take(37)
+                .collect();
+            for users in [any, with_vectors] {
+                let rows = event.score_rows(&users);
+                let n = event.participants().len();
+                for (r, u) in users.iter().enumerate() {
+                    for (i, v) in event.participants().iter().enumerate() {
+                        let got = score_at(&rows[r * n..(r + 1) * n], i).map(f32::to_bits);
+                        assert_eq!(got, event.pair_score(u, v).map(f32::to_bits), "seed {seed} {r} {i}");
+                    }
                 }
             }
         }
