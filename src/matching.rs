@@ -63,7 +63,9 @@ pub type IdMap<K, V> = std::collections::HashMap<K, V, IdHash>;
 /// A set of attendee ids.
 pub type IdSet<K> = std::collections::HashSet<K, IdHash>;
 
-pub use engine::{plan, repair, repair_fast, Dirty, Event, EventSettings, Lists, Plan, RepairOutcome, Summaries};
+pub use engine::{
+    plan, plan_bounded, repair, repair_fast, Dirty, Event, EventSettings, Lists, Plan, RepairOutcome, Summaries,
+};
 pub use profile::{Participant, ParticipantRow, TagInterner};
 pub use score::Algorithm;
 pub use topk::Entry;

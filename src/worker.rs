@@ -82,6 +82,11 @@ const VACUUM_EVERY: i64 = 2000;
 /// `queue::vacuum`), but not for the few rows of a quiet minute.
 const FIRST_VACUUM: i64 = 200;
 
+/// From this many participants, cosine-v1 batches are scored from bfloat16
+/// vectors first (half the memory traffic; exact where it matters, see
+/// `matching::plan_bounded`), on CPUs with AVX-512 BF16.
+const APPROX_MIN_PARTICIPANTS: usize = 20_000;
+
 /// How many event snapshots one process keeps in memory.
 const CACHED_EVENTS: usize = 4;
 
@@ -1320,7 +1325,15 @@ fn score_batch(
         }
     }
     let n = event.participant_count();
-    let score_rows = event.score_rows(&users);
+    // Large cosine-v1 events: approximate rows, made exact where it matters
+    // by the plans (see `matching::plan_bounded`).
+    let (mut score_rows, bounds) = match (n >= APPROX_MIN_PARTICIPANTS)
+        .then(|| event.approx_rows(&users))
+        .flatten()
+    {
+        Some((rows, bounds)) => (rows, Some(bounds)),
+        None => (event.score_rows(&users), None),
+    };
     // Each attendee's own list and the lists their bump must look at, decided
     // in parallel against the lists as they were when the batch started.
     summaries.fill(event, lists);
@@ -1330,7 +1343,7 @@ fn score_batch(
         .enumerate()
         .map(|(i, p)| !matching::Dirty::is_dirty_at(&dirty, i, &p.user_id))
         .collect();
-    let plans = plan_all(event, summaries, &clean, &users, &score_rows, n);
+    let plans = plan_all(event, summaries, &clean, &users, &mut score_rows, bounds.as_deref(), n);
     for row in rows {
         let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
         if late || stop.is_cancelled() {
@@ -1361,29 +1374,45 @@ fn score_batch(
     out
 }
 
-/// [`matching::plan`] for every scored attendee, on all cores.
+/// [`matching::plan`] for every scored attendee, on all cores; with
+/// `bounds`, the rows are approximate and [`matching::plan_bounded`] makes
+/// the scores that matter exact in place.
 fn plan_all(
     event: &Event,
     summaries: &matching::Summaries,
     clean: &[bool],
     users: &[&Participant],
-    rows: &[f32],
+    rows: &mut [f32],
+    bounds: Option<&[f32]>,
     n: usize,
 ) -> Vec<matching::Plan> {
-    let one = |j: usize| matching::plan(event, summaries, clean, users[j], &rows[j * n..(j + 1) * n]);
+    if users.is_empty() || n == 0 {
+        return Vec::new();
+    }
+    let one = |j: usize, row: &mut [f32]| match bounds {
+        Some(b) => matching::plan_bounded(event, summaries, clean, users[j], row, b[j]),
+        None => matching::plan(event, summaries, clean, users[j], row),
+    };
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
         .min(users.len());
     if threads <= 1 || users.len() * n < 50_000 {
-        return (0..users.len()).map(one).collect();
+        return rows.chunks_mut(n).enumerate().map(|(j, row)| one(j, row)).collect();
     }
     let per = users.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..users.len())
-            .step_by(per)
-            .map(|start| {
+        let handles: Vec<_> = rows
+            .chunks_mut(per * n)
+            .enumerate()
+            .map(|(c, chunk)| {
                 let one = &one;
-                s.spawn(move || (start..(start + per).min(users.len())).map(one).collect::<Vec<_>>())
+                s.spawn(move || {
+                    chunk
+                        .chunks_mut(n)
+                        .enumerate()
+                        .map(|(j, row)| one(c * per + j, row))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         handles

@@ -33,6 +33,7 @@ use super::score::{self, Algorithm};
 use super::topk::{self, Entry, TopK};
 use super::IdMap;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// The settings of an event that scoring depends on.
@@ -61,6 +62,11 @@ pub struct Event {
     /// Per participant: the interned company key ([`NO_COMPANY`] when none).
     company: Vec<u32>,
     companies: HashMap<String, u32>,
+    /// Per participant, for cosine-v1 on a CPU with AVX-512 BF16: the vector
+    /// in bfloat16, for [`Event::approx_rows`].
+    bf16: Vec<Option<Arc<[u16]>>>,
+    /// At least the norm of every vector (only ever raised).
+    max_norm: f32,
     /// As stored in `match_exclusions` (user, excluded user); checked both ways.
     exclusions: HashSet<(Uuid, Uuid)>,
     /// The same pairs by attendee, in both directions.
@@ -142,6 +148,8 @@ impl Event {
             matchable: Vec::new(),
             company: Vec::new(),
             companies: HashMap::new(),
+            bf16: Vec::new(),
+            max_norm: 0.0,
             exclusions: HashSet::new(),
             excluded: IdMap::default(),
             postings: Default::default(),
@@ -163,12 +171,21 @@ impl Event {
             },
             None => NO_COMPANY,
         };
+        let half = match (&self.settings.algorithm, &p.embedding) {
+            (Ok(Algorithm::CosineV1), Embedding::Valid(v)) if kernel::bf16_available() => {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                self.max_norm = self.max_norm.max(norm * 1.0001);
+                Some(Arc::from(kernel::to_bf16(v)))
+            }
+            _ => None,
+        };
         let i = match self.index.get(&p.user_id) {
             Some(&i) => {
                 let old = std::mem::replace(&mut self.participants[i], p);
                 self.post(&old, i, false);
                 self.matchable[i] = matchable;
                 self.company[i] = company;
+                self.bf16[i] = half;
                 i
             }
             None => {
@@ -177,6 +194,7 @@ impl Event {
                 self.participants.push(p);
                 self.matchable.push(matchable);
                 self.company.push(company);
+                self.bf16.push(half);
                 i
             }
         };
@@ -441,6 +459,64 @@ impl Event {
         }
     }
 
+    /// cosine-v1 rows of `users` (all matchable, with vectors of one length)
+    /// from bfloat16 vectors: every eligible pair within `bounds[r]` of its
+    /// exact score in [`Event::score_rows`], and NaN exactly where that row
+    /// has NaN. Half the memory traffic of the exact rows; [`plan_bounded`]
+    /// then computes exactly the scores that matter. `None` when the event
+    /// is not cosine-v1, the CPU lacks AVX-512 BF16, or a user does not fit.
+    pub fn approx_rows(&self, users: &[&Participant]) -> Option<(Vec<f32>, Vec<f32>)> {
+        if self.settings.algorithm != Ok(Algorithm::CosineV1) || !kernel::bf16_available() {
+            return None;
+        }
+        let n = self.participants.len();
+        let mut queries = Vec::with_capacity(users.len());
+        let mut bounds = Vec::with_capacity(users.len());
+        let mut len = None;
+        for u in users {
+            let (Embedding::Valid(v), Some(&i)) = (&u.embedding, self.index.get(&u.user_id)) else {
+                return None;
+            };
+            if !self.matchable(u) || *len.get_or_insert(v.len()) != v.len() {
+                return None;
+            }
+            queries.push(self.bf16.get(i)?.as_deref()?);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt() * 1.0001;
+            bounds.push(kernel::BF16_REL_ERROR * norm * self.max_norm + kernel::BF16_ABS_ERROR);
+        }
+        let len = len?;
+        // The same candidates as the exact rows: matchable, with a vector
+        // of the queries' length.
+        let cands: Vec<Option<&[u16]>> = self
+            .participants
+            .iter()
+            .zip(&self.matchable)
+            .zip(&self.bf16)
+            .map(|((p, &m), h)| match (&p.embedding, h) {
+                (Embedding::Valid(v), Some(h)) if m && v.len() == len => Some(&h[..]),
+                _ => None,
+            })
+            .collect();
+        let mut out = vec![f32::NAN; users.len() * n];
+        if !kernel::dots_bf16(&queries, &cands, &mut out) {
+            return None;
+        }
+        // Clamping moves no pair further from its exact score.
+        for (row, u) in out.chunks_mut(n.max(1)).zip(users) {
+            self.cosine_eligible(row, u);
+        }
+        Some((out, bounds))
+    }
+
+    /// The exact cosine-v1 score of `u` and participant `i` as
+    /// [`Event::score_rows`] computes it, for a pair known to be eligible.
+    fn cosine_exact(&self, u: &[f32], i: usize) -> f32 {
+        match &self.participants[i].embedding {
+            Embedding::Valid(v) => kernel::dot(u, v).clamp(-1.0, 1.0),
+            _ => f32::NAN,
+        }
+    }
+
     /// The exact top-K of one participant, from scratch.
     pub fn top_k(&self, p: &Participant) -> Vec<Entry> {
         if !self.matchable(p) {
@@ -629,7 +705,6 @@ pub struct Plan {
 /// the same snapshot.
 pub fn plan(event: &Event, summaries: &Summaries, clean: &[bool], user: &Participant, row: &[f32]) -> Plan {
     let k = event.k();
-    let bit = fingerprint(&user.user_id);
     let participants = event.participants();
     let mut own = TopK::new(k);
     // Only scores at or above the K-th best so far can enter (NaN never
@@ -641,14 +716,95 @@ pub fn plan(event: &Event, summaries: &Summaries, clean: &[bool], user: &Partici
             floor = own.floor();
         }
     }
+    Plan {
+        own: own.into_vec(),
+        candidates: bump_candidates(event, summaries, clean, user, row, 0.0),
+    }
+}
+
+/// [`plan`] from a row of [`Event::approx_rows`], whose scores are within
+/// `bound` of the exact ones: the same plan, up to a few more candidates.
+/// The scores the plan and the repair read (the candidates', and any that
+/// may be among the attendee's K best) are computed exactly into `row`; the
+/// others stay approximate and are never read (see [`repair_fast`]).
+///
+/// Why that is exact: with L the K-th largest of the lower bounds
+/// `row[i] - bound`, at least K pairs score ≥ L exactly, so a pair with
+/// `row[i] + bound < L` scores < L exactly and is not among the K best. A
+/// list whose gate (weakest score) exceeds `row[i] + bound` is strictly
+/// above the exact score too, which cannot enter it; those are the lists
+/// [`plan`] leaves out, with the same argument (see its docs).
+pub fn plan_bounded(
+    event: &Event,
+    summaries: &Summaries,
+    clean: &[bool],
+    user: &Participant,
+    row: &mut [f32],
+    bound: f32,
+) -> Plan {
+    let Embedding::Valid(mine) = &user.embedding else {
+        return plan(event, summaries, clean, user, row);
+    };
+    let k = event.k();
+    let participants = event.participants();
+    let n = participants.len().min(row.len());
+    // The K largest lower bounds, to find L.
+    let mut lows: Vec<f32> = Vec::with_capacity(k + 1);
+    let mut floor = f32::NEG_INFINITY;
+    for &s in &row[..n] {
+        let low = s - bound;
+        if low > floor || (lows.len() < k && !low.is_nan()) {
+            let at = lows.partition_point(|&x| x >= low);
+            lows.insert(at, low);
+            lows.truncate(k);
+            if lows.len() == k {
+                floor = lows[k - 1];
+            }
+        }
+    }
+    let l = if lows.len() == k { floor } else { f32::NEG_INFINITY };
+    let candidates = bump_candidates(event, summaries, clean, user, row, bound);
+    let mut own = TopK::new(k);
+    for i in 0..n {
+        if row[i] + bound >= l {
+            row[i] = event.cosine_exact(mine, i);
+            own.offer(Entry::new(participants[i].user_id, row[i]));
+        }
+    }
+    // Candidates among the own ones are exact already; recomputing gives
+    // the same bits.
+    for &i in &candidates {
+        let i = i as usize;
+        if !row[i].is_nan() {
+            row[i] = event.cosine_exact(mine, i);
+        }
+    }
+    Plan {
+        own: own.into_vec(),
+        candidates,
+    }
+}
+
+/// The clean lists `user` may be in or may enter, from the packed summaries
+/// (see `Summaries::fill`): every list that may hold them, and every list
+/// whose gate their score (give or take `slack`) reaches. A list beyond the
+/// packed ones (none after a fill) is always included.
+fn bump_candidates(
+    event: &Event,
+    summaries: &Summaries,
+    clean: &[bool],
+    user: &Participant,
+    row: &[f32],
+    slack: f32,
+) -> Vec<u32> {
+    let bit = fingerprint(&user.user_id);
+    let participants = event.participants();
     let me = event.index_of(&user.user_id);
     let mut candidates = Vec::new();
-    // The packed summaries (see `Summaries::fill`); a list beyond them
-    // (none after a fill) is always looked at.
     let members = &summaries.members[bit.0];
     let packed = summaries.gate.len().min(members.len()).min(participants.len());
-    for i in 0..participants.len() {
-        if !clean.get(i).copied().unwrap_or(false) || me == Some(i) {
+    for (i, &is_clean) in clean.iter().enumerate().take(participants.len()) {
+        if !is_clean || me == Some(i) {
             continue;
         }
         if i < packed && members[i] & bit.1 == 0 {
@@ -656,22 +812,23 @@ pub fn plan(event: &Event, summaries: &Summaries, clean: &[bool], user: &Partici
             // score (not an eligible pair) compares false both ways.
             let s = row.get(i).copied().unwrap_or(f32::NAN);
             let gate = summaries.gate[i];
-            let enters = s > gate
-                || (s == gate
-                    && summaries
-                        .peek(i)
-                        .and_then(|sum| sum.weakest)
-                        .is_none_or(|w| topk::beats(&Entry::new(user.user_id, s), &w)));
+            let enters = if slack > 0.0 {
+                s + slack >= gate
+            } else {
+                s > gate
+                    || (s == gate
+                        && summaries
+                            .peek(i)
+                            .and_then(|sum| sum.weakest)
+                            .is_none_or(|w| topk::beats(&Entry::new(user.user_id, s), &w)))
+            };
             if !enters {
                 continue;
             }
         }
         candidates.push(i as u32);
     }
-    Plan {
-        own: own.into_vec(),
-        candidates,
-    }
+    candidates
 }
 
 /// One bit of 256 chosen by the id: (word, bit in word).
@@ -1153,6 +1310,120 @@ mod tests {
             lists.retain(|_, l| !l.is_empty());
             assert_eq!(lists, brute_force(&event), "seed {seed}");
         }
+    }
+
+    /// The worker's path for large cosine-v1 events: approximate bfloat16
+    /// rows, planned with [`plan_bounded`], then repaired. Vectors come from
+    /// a few clusters on a coarse grid, so that many pairs score within the
+    /// approximation's error of each other (and many tie exactly); the lists
+    /// must still equal the brute force, bit for bit.
+    #[test]
+    fn bounded_plans_on_approximate_rows_equal_brute_force() {
+        if !kernel::bf16_available() {
+            eprintln!("skipped: this CPU has no AVX-512 BF16, so the workers never take this path");
+            return;
+        }
+        let dims = 40;
+        let mut approximated = 0;
+        for seed in 0..24u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(900 + seed);
+            let mut event = Event::new(
+                settings(Algorithm::CosineV1, rng.gen_range(1..5)),
+                TagInterner::default(),
+            );
+            let centres: Vec<Vec<f32>> = (0..4)
+                .map(|_| (0..dims).map(|_| rng.gen_range(-1.0f32..1.0)).collect())
+                .collect();
+            let vector = |rng: &mut rand::rngs::StdRng| -> Option<Vec<Option<f32>>> {
+                let c = &centres[rng.gen_range(0..centres.len())];
+                let noise = [0.0, 0.01, 0.05][rng.gen_range(0..3)];
+                Some(
+                    c.iter()
+                        .map(|x| Some(((x + rng.gen_range(-noise..=noise)) * 64.0).round() / 64.0))
+                        .collect(),
+                )
+            };
+            let row_of = |rng: &mut rand::rngs::StdRng, id: u128| {
+                let mut row = random_row(rng, id);
+                row.embedding = if rng.gen_bool(0.95) { vector(rng) } else { None };
+                row.active = rng.gen_bool(0.93);
+                row
+            };
+            for id in 1..=160 {
+                let row = row_of(&mut rng, id);
+                let p = Participant::from_row(&row, None, &mut event.tags);
+                event.upsert(p);
+            }
+            for _ in 0..20 {
+                let (a, b) = (rng.gen_range(1..=160u128), rng.gen_range(1..=160u128));
+                if a != b {
+                    event.exclude(Uuid::from_u128(a), Uuid::from_u128(b));
+                }
+            }
+            let cold = seed % 2 == 0;
+            let mut lists = if cold { Lists::default() } else { brute_force(&event) };
+            let mut dirty: HashSet<Uuid> = if cold {
+                event.participants().iter().map(|p| p.user_id).collect()
+            } else {
+                HashSet::new()
+            };
+            if !cold {
+                for _ in 0..40 {
+                    let id = rng.gen_range(1..=160u128);
+                    let row = row_of(&mut rng, id);
+                    let p = Participant::from_row(&row, None, &mut event.tags);
+                    event.upsert(p);
+                    if !row.active {
+                        dirty.extend(leave_trigger(&mut lists, Uuid::from_u128(id)));
+                    }
+                    dirty.insert(Uuid::from_u128(id));
+                }
+            }
+            let mut queue: Vec<Uuid> = dirty.iter().copied().collect();
+            queue.sort();
+            let mut sums = Summaries::default();
+            while !queue.is_empty() {
+                let take = rng.gen_range(1..=12).min(queue.len());
+                let batch: Vec<Uuid> = (0..take)
+                    .map(|_| queue.swap_remove(rng.gen_range(0..queue.len())))
+                    .collect();
+                sums.fill(&event, &lists);
+                let clean: Vec<bool> = event
+                    .participants()
+                    .iter()
+                    .map(|p| !dirty.contains(&p.user_id))
+                    .collect();
+                let users: Vec<&Participant> = batch
+                    .iter()
+                    .filter_map(|u| event.participant(*u).filter(|p| event.matchable(p)))
+                    .collect();
+                let n = event.participants().len();
+                let (mut rows, bounds) = match event.approx_rows(&users) {
+                    Some((rows, bounds)) => {
+                        approximated += 1;
+                        (rows, Some(bounds))
+                    }
+                    None => (event.score_rows(&users), None),
+                };
+                let mut plans = Vec::new();
+                for (j, row) in rows.chunks_mut(n).enumerate() {
+                    plans.push(match &bounds {
+                        Some(b) => plan_bounded(&event, &sums, &clean, users[j], row, b[j]),
+                        None => plan(&event, &sums, &clean, users[j], row),
+                    });
+                }
+                for u in &batch {
+                    dirty.remove(u);
+                    let j = users.iter().position(|p| p.user_id == *u);
+                    let row = j.map(|j| &rows[j * n..(j + 1) * n]);
+                    let pl = j.map(|j| &plans[j]);
+                    repair_fast(&event, &mut lists, &dirty, *u, row, Some(&mut sums), pl);
+                }
+            }
+            lists.retain(|_, l| !l.is_empty());
+            assert_eq!(lists, brute_force(&event), "seed {seed}");
+        }
+        assert!(approximated > 100, "the approximate path ran {approximated} times");
     }
 
     #[test]

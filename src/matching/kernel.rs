@@ -123,7 +123,9 @@ fn block_with(
 const TILE_BYTES: usize = 256 * 1024;
 
 type DotFn = fn(&[f32], &[f32]) -> f32;
-type BlockFn = fn(&[&[f32]], &[Option<&[f32]>], &mut [f32], usize);
+/// A blocked kernel over vectors of element type `T` (see [`block`]).
+type BlockOf<T> = fn(&[&[T]], &[Option<&[T]>], &mut [f32], usize);
+type BlockFn = BlockOf<f32>;
 
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     dot_group::<1>([a], b)[0]
@@ -340,6 +342,92 @@ mod x86 {
         unsafe { block_avx2(q, c, out, stride) }
     }
 
+    /// `Q` bfloat16 queries against two candidates: each `dpbf16` adds 32
+    /// products into 16 f32 lanes.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn pair_bf16<const Q: usize>(qs: [&[u16]; Q], c0: &[u16], c1: &[u16]) -> [[f32; Q]; 2] {
+        let n = c0.len() - c0.len() % BF16_BLOCK;
+        let mut a0 = [_mm512_setzero_ps(); Q];
+        let mut a1 = [_mm512_setzero_ps(); Q];
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 32 <= n <= the length of both candidates and of
+            // every query (all padded to one length); the loads are unaligned.
+            let v0: __m512bh = std::mem::transmute(_mm512_loadu_si512(c0.as_ptr().add(i).cast()));
+            let v1: __m512bh = std::mem::transmute(_mm512_loadu_si512(c1.as_ptr().add(i).cast()));
+            for q in 0..Q {
+                let qv: __m512bh = std::mem::transmute(_mm512_loadu_si512(qs[q].as_ptr().add(i).cast()));
+                a0[q] = _mm512_dpbf16_ps(a0[q], qv, v0);
+                a1[q] = _mm512_dpbf16_ps(a1[q], qv, v1);
+            }
+            i += BF16_BLOCK;
+        }
+        let mut out = [[0f32; Q]; 2];
+        for q in 0..Q {
+            out[0][q] = _mm512_reduce_add_ps(a0[q]);
+            out[1][q] = _mm512_reduce_add_ps(a1[q]);
+        }
+        out
+    }
+
+    /// `Q` queries (rows `q0..q0 + Q` of `out`) over a tile of candidates.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn pass_bf16<const Q: usize>(
+        qs: [&[u16]; Q],
+        tile_cols: &[(usize, &[u16])],
+        out: &mut [f32],
+        stride: usize,
+        q0: usize,
+    ) {
+        for pair in tile_cols.chunks(2) {
+            let (c1, c2) = (pair[0].1, pair.get(1).map_or(pair[0].1, |p| p.1));
+            let r = pair_bf16::<Q>(qs, c1, c2);
+            for (j, (col, _)) in pair.iter().enumerate() {
+                for q in 0..Q {
+                    out[(q0 + q) * stride + col] = r[j][q];
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn block_bf16(queries: &[&[u16]], cands: &[Option<&[u16]>], out: &mut [f32], stride: usize) {
+        let len = queries.first().map_or(BF16_BLOCK, |q| q.len()).max(BF16_BLOCK);
+        let tile = (TILE_BYTES / (len * 2)).clamp(8, 4096);
+        let cols: Vec<(usize, &[u16])> = cands
+            .iter()
+            .enumerate()
+            .filter_map(|(k, c)| c.filter(|c| c.len() == len).map(|c| (k, c)))
+            .collect();
+        for tile_cols in cols.chunks(tile) {
+            let mut q0 = 0;
+            while q0 < queries.len() {
+                let rest = queries.len() - q0;
+                if rest >= 2 * GROUP {
+                    let qs: [&[u16]; 2 * GROUP] = std::array::from_fn(|q| queries[q0 + q]);
+                    pass_bf16(qs, tile_cols, out, stride, q0);
+                    q0 += 2 * GROUP;
+                } else if rest >= GROUP {
+                    let qs: [&[u16]; GROUP] = std::array::from_fn(|q| queries[q0 + q]);
+                    pass_bf16(qs, tile_cols, out, stride, q0);
+                    q0 += GROUP;
+                } else {
+                    pass_bf16([queries[q0]], tile_cols, out, stride, q0);
+                    q0 += 1;
+                }
+            }
+        }
+    }
+
+    // SAFETY: only called by `dots_bf16` after `bf16_available` confirmed
+    // AVX-512 F and BF16; every query has one length, a multiple of 32.
+    pub(super) fn block_bf16_safe(q: &[&[u16]], c: &[Option<&[u16]>], out: &mut [f32], stride: usize) {
+        assert!(q
+            .iter()
+            .all(|x| x.len() == q[0].len() && x.len().is_multiple_of(BF16_BLOCK)));
+        unsafe { block_bf16(q, c, out, stride) }
+    }
+
     pub(super) fn select() -> Option<(DotFn, BlockFn, &'static str)> {
         if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
             return Some((dot_avx512_safe, block_avx512_safe, "avx512"));
@@ -445,8 +533,13 @@ pub fn dots(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32]) {
 }
 
 fn run_parallel(qs: &[&[f32]], cs: &[Option<&[f32]>], out: &mut [f32], len: usize) {
+    run_parallel_with(qs, cs, out, len, kernels().1)
+}
+
+/// Runs `block_fn` over the candidates, split by candidate range across the
+/// cores when the work is large enough.
+fn run_parallel_with<T: Sync>(qs: &[&[T]], cs: &[Option<&[T]>], out: &mut [f32], len: usize, block_fn: BlockOf<T>) {
     let n = cs.len();
-    let block_fn = kernels().1;
     let work = qs.len() * n * len.max(1);
     let t = threads().min(n.max(1));
     if t <= 1 || work < PARALLEL_MIN_WORK {
@@ -486,6 +579,77 @@ fn run_parallel(qs: &[&[f32]], cs: &[Option<&[f32]>], out: &mut [f32], len: usiz
     }
 }
 
+/// Elements per bfloat16 block: vectors converted by [`to_bf16`] are padded
+/// with zeros to a multiple of this.
+pub const BF16_BLOCK: usize = 32;
+
+/// How far an approximate dot product of [`dots_bf16`] may be from the exact
+/// one of [`dot`], relative to the product of the two vectors' norms.
+///
+/// Rounding each element to bfloat16 (8 significant bits, round to nearest
+/// even) moves it by at most 2⁻⁹ of itself, so each product moves by at most
+/// (2·2⁻⁹ + 2⁻¹⁸)·|qⱼxⱼ|, and the sum by at most 0.003910·Σ|qⱼxⱼ| ≤
+/// 0.003910·‖q‖·‖x‖ (Cauchy–Schwarz). The products of two bfloat16 values are
+/// exact in f32; the two f32 summations (here, and in [`dot`]), at most 28
+/// additions deep per lane, add at most 2·28·2⁻²⁴ ≈ 0.0000034 of Σ|qⱼxⱼ|.
+/// Rounded up, with room to spare.
+pub const BF16_REL_ERROR: f32 = 0.00395;
+/// Plus this, absolute, for values flushed to zero (below 10⁻³⁸).
+pub const BF16_ABS_ERROR: f32 = 1e-6;
+
+/// Whether [`dots_bf16`] runs on this CPU (AVX-512 BF16).
+pub fn bf16_available() -> bool {
+    static A: OnceLock<bool> = OnceLock::new();
+    *A.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if std::env::var_os("MATCHMAKER_PORTABLE_KERNEL").is_none() {
+            return std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16");
+        }
+        false
+    })
+}
+
+/// `v` in bfloat16 (round to nearest even), zero-padded to a multiple of
+/// [`BF16_BLOCK`].
+pub fn to_bf16(v: &[f32]) -> Vec<u16> {
+    let mut out: Vec<u16> = v
+        .iter()
+        .map(|x| {
+            let b = x.to_bits();
+            if x.is_nan() {
+                return 0x7FC0;
+            }
+            ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+        })
+        .collect();
+    out.resize(v.len().div_ceil(BF16_BLOCK) * BF16_BLOCK, 0);
+    out
+}
+
+/// Approximate dot products, within [`BF16_REL_ERROR`] of [`dots`]: `out[q *
+/// n + k]` for every `Some` candidate, untouched elsewhere. Queries and
+/// candidates come from [`to_bf16`] of vectors of one length. `false`,
+/// touching nothing, when the CPU lacks AVX-512 BF16.
+pub fn dots_bf16(queries: &[&[u16]], cands: &[Option<&[u16]>], out: &mut [f32]) -> bool {
+    assert_eq!(
+        out.len(),
+        queries.len() * cands.len(),
+        "output must be queries × candidates"
+    );
+    if !bf16_available() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let len = queries.first().map_or(0, |q| q.len());
+        assert!(queries.iter().all(|q| q.len() == len && len.is_multiple_of(BF16_BLOCK)));
+        run_parallel_with(queries, cands, out, len / 2, x86::block_bf16_safe);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +657,50 @@ mod tests {
 
     fn vec_of(rng: &mut impl Rng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    /// The bfloat16 kernel stays within its documented error of the exact
+    /// dot products, pads any length, and leaves the other columns alone.
+    #[test]
+    fn bf16_dots_are_within_their_bound() {
+        if !bf16_available() {
+            eprintln!("skipped: no AVX-512 BF16 on this CPU");
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for len in [1, 31, 32, 100, 384] {
+            let unit = |rng: &mut rand::rngs::StdRng| {
+                let v = vec_of(rng, len);
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+                v.iter().map(|x| x / norm).collect::<Vec<f32>>()
+            };
+            let qs: Vec<Vec<f32>> = (0..11).map(|_| unit(&mut rng)).collect();
+            let cs: Vec<Vec<f32>> = (0..600).map(|_| unit(&mut rng)).collect();
+            let qh: Vec<Vec<u16>> = qs.iter().map(|q| to_bf16(q)).collect();
+            let ch: Vec<Vec<u16>> = cs.iter().map(|c| to_bf16(c)).collect();
+            let q_refs: Vec<&[u16]> = qh.iter().map(|q| &q[..]).collect();
+            let c_refs: Vec<Option<&[u16]>> = ch
+                .iter()
+                .enumerate()
+                .map(|(k, c)| (k % 7 != 3).then_some(&c[..]))
+                .collect();
+            let mut out = vec![-9.0f32; qs.len() * cs.len()];
+            assert!(dots_bf16(&q_refs, &c_refs, &mut out));
+            for (q, qv) in qs.iter().enumerate() {
+                for (k, cv) in cs.iter().enumerate() {
+                    let got = out[q * cs.len() + k];
+                    if k % 7 == 3 {
+                        assert_eq!(got, -9.0, "untouched column");
+                        continue;
+                    }
+                    let exact = dot(qv, cv);
+                    assert!(
+                        (got - exact).abs() <= BF16_REL_ERROR * 1.0001 + BF16_ABS_ERROR,
+                        "len {len} q {q} k {k}: {got} vs {exact}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
