@@ -363,11 +363,54 @@ mod x86 {
             i += BF16_BLOCK;
         }
         let mut out = [[0f32; Q]; 2];
+        if Q == 8 {
+            // Sixteen sums at once instead of sixteen reductions.
+            let sums = reduce16(std::array::from_fn(|s| if s < 8 { a0[s] } else { a1[s - 8] }));
+            for q in 0..Q {
+                out[0][q] = sums[q];
+                out[1][q] = sums[8 + q];
+            }
+            return out;
+        }
         for q in 0..Q {
             out[0][q] = _mm512_reduce_add_ps(a0[q]);
             out[1][q] = _mm512_reduce_add_ps(a1[q]);
         }
         out
+    }
+
+    /// The horizontal sums of sixteen vectors, `out[s]` of `v[s]`: four
+    /// rounds of shuffles and adds that fold them into one vector (31
+    /// instructions instead of about 150 for one reduction each). Lane
+    /// `4·(s mod 4) + s div 4` ends up holding the sum of `v[s]`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn reduce16(v: [__m512; 16]) -> [f32; 16] {
+        // 512 → 256 bits: the halves of v[2j] and v[2j+1], side by side.
+        let w: [__m512; 8] = std::array::from_fn(|j| {
+            let (a, b) = (v[2 * j], v[2 * j + 1]);
+            _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(a, b), _mm512_shuffle_f32x4::<0xEE>(a, b))
+        });
+        // 256 → 128 bits: one source per 128-bit quarter.
+        let x: [__m512; 4] = std::array::from_fn(|j| {
+            let (a, b) = (w[2 * j], w[2 * j + 1]);
+            _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(a, b), _mm512_shuffle_f32x4::<0xDD>(a, b))
+        });
+        // 128 → 64 bits within each quarter.
+        let y: [__m512; 2] = std::array::from_fn(|j| {
+            let (a, b) = (_mm512_castps_pd(x[2 * j]), _mm512_castps_pd(x[2 * j + 1]));
+            _mm512_add_ps(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+            )
+        });
+        // 64 → 32 bits.
+        let z = _mm512_add_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(y[0], y[1]),
+            _mm512_shuffle_ps::<0b11_01_11_01>(y[0], y[1]),
+        );
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), z);
+        std::array::from_fn(|s| lanes[4 * (s % 4) + s / 4])
     }
 
     /// `Q` queries (rows `q0..q0 + Q` of `out`) over a tile of candidates.
@@ -546,19 +589,30 @@ fn run_parallel_with<T: Sync>(qs: &[&[T]], cs: &[Option<&[T]>], out: &mut [f32],
         block_fn(qs, cs, out, n);
         return;
     }
-    // Split by candidate range; each thread writes its columns into a private
-    // buffer (the rows of `out` interleave the ranges).
+    // Split by candidate range; each thread works on a private copy of its
+    // columns (the rows of `out` interleave the ranges), so columns it does
+    // not compute keep their values, as the single-threaded kernel leaves
+    // them. Copying whole row segments in and out is two memcpys.
     let chunk = n.div_ceil(t);
-    let parts: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..t)
-            .map(|i| {
-                let lo = (i * chunk).min(n);
-                let hi = ((i + 1) * chunk).min(n);
+    let ranges: Vec<(usize, usize)> = (0..t).map(|i| ((i * chunk).min(n), ((i + 1) * chunk).min(n))).collect();
+    let copies: Vec<Vec<f32>> = ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            let mut part = Vec::with_capacity(qs.len() * (hi - lo));
+            for row in out.chunks(n) {
+                part.extend_from_slice(&row[lo..hi]);
+            }
+            part
+        })
+        .collect();
+    let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .zip(copies)
+            .map(|(&(lo, hi), mut part)| {
                 s.spawn(move || {
-                    let width = hi - lo;
-                    let mut part = vec![f32::NAN; qs.len() * width];
-                    block_fn(qs, &cs[lo..hi], &mut part, width);
-                    (lo, part)
+                    block_fn(qs, &cs[lo..hi], &mut part, hi - lo);
+                    part
                 })
             })
             .collect();
@@ -567,13 +621,10 @@ fn run_parallel_with<T: Sync>(qs: &[&[T]], cs: &[Option<&[T]>], out: &mut [f32],
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
-    // Only the comparable columns: `out` keeps its values elsewhere, as the
-    // single-threaded kernel leaves them.
-    for (lo, part) in parts {
-        let width = if qs.is_empty() { 0 } else { part.len() / qs.len() };
-        for q in 0..qs.len() {
-            for k in (0..width).filter(|k| cs[lo + k].is_some()) {
-                out[q * n + lo + k] = part[q * width + k];
+    for (&(lo, hi), part) in ranges.iter().zip(parts) {
+        if hi > lo {
+            for (row, seg) in out.chunks_mut(n).zip(part.chunks(hi - lo)) {
+                row[lo..hi].copy_from_slice(seg);
             }
         }
     }
