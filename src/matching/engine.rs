@@ -748,24 +748,31 @@ pub fn plan_bounded(
     let k = event.k();
     let participants = event.participants();
     let n = participants.len().min(row.len());
-    // The K largest lower bounds, to find L.
+    // The K largest lower bounds, to find L; on the way, every pair whose
+    // upper bound reaches the running K-th lower bound (which only rises to
+    // L), a superset of those that reach L.
     let mut lows: Vec<f32> = Vec::with_capacity(k + 1);
     let mut floor = f32::NEG_INFINITY;
-    for &s in &row[..n] {
-        let low = s - bound;
-        if low > floor || (lows.len() < k && !low.is_nan()) {
-            let at = lows.partition_point(|&x| x >= low);
-            lows.insert(at, low);
-            lows.truncate(k);
-            if lows.len() == k {
-                floor = lows[k - 1];
+    let mut maybe: Vec<u32> = Vec::new();
+    for (i, &s) in row[..n].iter().enumerate() {
+        if s + bound >= floor {
+            maybe.push(i as u32);
+            let low = s - bound;
+            if low > floor || lows.len() < k {
+                let at = lows.partition_point(|&x| x >= low);
+                lows.insert(at, low);
+                lows.truncate(k);
+                if lows.len() == k {
+                    floor = lows[k - 1];
+                }
             }
         }
     }
     let l = if lows.len() == k { floor } else { f32::NEG_INFINITY };
     let candidates = bump_candidates(event, summaries, clean, user, row, bound);
     let mut own = TopK::new(k);
-    for i in 0..n {
+    for &i in &maybe {
+        let i = i as usize;
         if row[i] + bound >= l {
             row[i] = event.cosine_exact(mine, i);
             own.offer(Entry::new(participants[i].user_id, row[i]));

@@ -4,6 +4,8 @@
 
 use crate::matching::ParticipantRow;
 use anyhow::{Context, Result};
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -102,6 +104,67 @@ const EMBEDDED_SINCE_USERS: &str = "SELECT pe.user_id FROM matchmaking_profile_e
      WHERE pe.event_id = $1 AND pe.change_xid >= pg_snapshot_xmin($2::text::pg_snapshot)
        AND NOT pg_visible_in_snapshot(pe.change_xid, $2::text::pg_snapshot)";
 
+/// A `real[]` decoded in one pass over its binary form. sqlx's generic
+/// array decoding costs about 30 ns per element, a second for the 38 million
+/// elements of a 100,000-attendee event with 384 dimensions, on every load.
+/// The text format (never used by this crate's queries) goes to sqlx.
+struct Floats(Vec<Option<f32>>);
+
+impl sqlx::Type<Postgres> for Floats {
+    fn type_info() -> PgTypeInfo {
+        <Vec<Option<f32>> as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <Vec<Option<f32>> as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for Floats {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        if value.format() != PgValueFormat::Binary {
+            return Ok(Floats(<Vec<Option<f32>> as sqlx::Decode<Postgres>>::decode(value)?));
+        }
+        decode_floats(value.as_bytes()?).map(Floats)
+    }
+}
+
+/// The binary array format: dimensions, a null flag, the element type,
+/// (size, lower bound) per dimension, then each element as a length (-1 for
+/// NULL) and its bytes. Elements of every dimension come in order.
+fn decode_floats(mut buf: &[u8]) -> Result<Vec<Option<f32>>, BoxDynError> {
+    fn take<const N: usize>(buf: &mut &[u8]) -> Result<[u8; N], BoxDynError> {
+        let (head, rest) = buf.split_first_chunk::<N>().ok_or("truncated real[] value")?;
+        *buf = rest;
+        Ok(*head)
+    }
+    let ndim = i32::from_be_bytes(take(&mut buf)?);
+    let _has_nulls = take::<4>(&mut buf)?;
+    let element = u32::from_be_bytes(take(&mut buf)?);
+    if element != 700 {
+        return Err(format!("expected real[] elements, found type oid {element}").into());
+    }
+    let mut len = 1usize;
+    for _ in 0..ndim.max(0) {
+        let size = i32::from_be_bytes(take(&mut buf)?);
+        let _lower = take::<4>(&mut buf)?;
+        len = len.saturating_mul(usize::try_from(size).map_err(|_| "negative real[] dimension")?);
+    }
+    if ndim <= 0 {
+        len = 0;
+    }
+    // Each element takes at least its 4-byte length.
+    let mut out = Vec::with_capacity(len.min(buf.len() / 4));
+    for _ in 0..len {
+        match i32::from_be_bytes(take(&mut buf)?) {
+            -1 => out.push(None),
+            4 => out.push(Some(f32::from_be_bytes(take(&mut buf)?))),
+            n => return Err(format!("a real[] element of {n} bytes").into()),
+        }
+    }
+    Ok(out)
+}
+
 #[derive(sqlx::FromRow)]
 struct PRow {
     user_id: Uuid,
@@ -112,7 +175,7 @@ struct PRow {
     interests: Option<Vec<Option<String>>>,
     looking_for: Option<Vec<Option<String>>>,
     offering: Option<Vec<Option<String>>>,
-    embedding: Option<Vec<Option<f32>>>,
+    embedding: Option<Floats>,
     embedding_ndims: i32,
 }
 
@@ -127,7 +190,7 @@ impl From<PRow> for ParticipantRow {
             interests: r.interests,
             looking_for: r.looking_for,
             offering: r.offering,
-            embedding: r.embedding,
+            embedding: r.embedding.map(|f| f.0),
             embedding_ndims: r.embedding_ndims,
         }
     }
@@ -323,4 +386,62 @@ struct HeadRow {
     queue_ids: Vec<i64>,
     queue_users: Vec<Uuid>,
     participants_changed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_floats;
+
+    /// `real[]` in PostgreSQL's binary array format.
+    fn array(dims: &[(i32, i32)], elements: &[Option<f32>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend((dims.len() as i32).to_be_bytes());
+        b.extend(i32::from(elements.iter().any(Option::is_none)).to_be_bytes());
+        b.extend(700u32.to_be_bytes());
+        for (size, lower) in dims {
+            b.extend(size.to_be_bytes());
+            b.extend(lower.to_be_bytes());
+        }
+        for e in elements {
+            match e {
+                Some(x) => {
+                    b.extend(4i32.to_be_bytes());
+                    b.extend(x.to_be_bytes());
+                }
+                None => b.extend((-1i32).to_be_bytes()),
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn real_arrays_decode_from_the_binary_format() {
+        let v = [Some(0.5), None, Some(-2.25), Some(f32::NAN)];
+        let got = decode_floats(&array(&[(4, 1)], &v)).unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!((got[0], got[1], got[2]), (Some(0.5), None, Some(-2.25)));
+        assert!(got[3].is_some_and(f32::is_nan));
+        // Another lower bound, two dimensions (elements in order), empty.
+        assert_eq!(
+            decode_floats(&array(&[(2, 0)], &v[..2])).unwrap(),
+            vec![Some(0.5), None]
+        );
+        let square = [Some(1.0), Some(2.0), Some(3.0), Some(4.0)];
+        assert_eq!(
+            decode_floats(&array(&[(2, 1), (2, 1)], &square)).unwrap(),
+            square.to_vec()
+        );
+        assert_eq!(decode_floats(&array(&[], &[])).unwrap(), vec![]);
+        // Malformed input is an error, never a panic.
+        let good = array(&[(4, 1)], &v);
+        for cut in 0..good.len() {
+            assert!(decode_floats(&good[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut int4 = good.clone();
+        int4[8..12].copy_from_slice(&23u32.to_be_bytes());
+        assert!(decode_floats(&int4).is_err());
+        let mut wide = array(&[(1, 1)], &[Some(1.0)]);
+        wide[20..24].copy_from_slice(&8i32.to_be_bytes());
+        assert!(decode_floats(&wide).is_err());
+    }
 }
