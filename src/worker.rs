@@ -85,7 +85,7 @@ const FIRST_VACUUM: i64 = 200;
 /// From this many participants, cosine-v1 batches are scored from bfloat16
 /// vectors first (half the memory traffic; exact where it matters, see
 /// `matching::plan_bounded`), on CPUs with AVX-512 BF16.
-const APPROX_MIN_PARTICIPANTS: usize = 20_000;
+const APPROX_MIN_PARTICIPANTS: usize = 4_096;
 
 /// How many event snapshots one process keeps in memory.
 const CACHED_EVENTS: usize = 4;

@@ -57,6 +57,74 @@ async fn lists_equal_brute_force_with_late_provider_embeddings(pool: PgPool) {
     }
 }
 
+/// A cosine-v1 event large enough for the workers' bfloat16 path (see
+/// `matching::plan_bounded`; from 4,096 attendees, on CPUs with AVX-512
+/// BF16): a cold start, then joins, edits and leaves drained by two
+/// concurrent workers, each time equal to the brute force bit for bit. The
+/// embeddings come from a few directions plus noise, so many pairs score
+/// within the approximation's error of each other.
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn a_large_cosine_event_is_exact_through_the_approximate_path(pool: PgPool) {
+    let seed = seeds()[0];
+    eprintln!(
+        "large event: seed {seed} (replay with EXACTNESS_SEED={seed}); bfloat16 path: {}",
+        matchmaker::matching::kernel::bf16_available()
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+    let ev = create_event(&pool, "large", "cosine-v1", 3).await;
+    let mut people: Vec<Profile> = (0..4_300).map(|_| random_profile(&mut rng, 24)).collect();
+    let mut tx = pool.begin().await.unwrap();
+    for p in &people {
+        sqlx::query(
+            "INSERT INTO event_participants (event_id, user_id, display_name, company, embedding)
+             VALUES ($1, $2, 'attendee', $3, $4)",
+        )
+        .bind(ev)
+        .bind(p.user_id)
+        .bind(&p.company)
+        .bind(&p.embedding)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let opts = fast_options();
+    drain(&pool, &opts, Duration::from_secs(600)).await;
+    let rows = assert_exact(&pool, ev, "large event, cold start").await;
+    assert_eq!(rows, 3 * people.len());
+
+    // Churn: edits, joins and leaves, drained by two workers at once.
+    for i in 0..120 {
+        match i % 4 {
+            0 | 1 => {
+                let j = rng.gen_range(0..people.len());
+                people[j].embedding = random_profile(&mut rng, 24).embedding;
+                update_profile(&pool, ev, &people[j]).await;
+            }
+            2 => {
+                let p = random_profile(&mut rng, 24);
+                insert_profile(&pool, ev, &p).await;
+                people.push(p);
+            }
+            _ => {
+                let p = people.swap_remove(rng.gen_range(0..people.len()));
+                sqlx::query("UPDATE event_participants SET status = 'left' WHERE event_id = $1 AND user_id = $2")
+                    .bind(ev)
+                    .bind(p.user_id)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let (a, b) = tokio::join!(
+        drain(&pool, &opts, Duration::from_secs(600)),
+        drain(&pool, &opts, Duration::from_secs(600))
+    );
+    assert!(!a.is_empty() && !b.is_empty());
+    assert_exact(&pool, ev, "large event, after churn").await;
+}
+
 async fn run_seed(pool: &PgPool, seed: u64, fake: Option<&provider::FakeProvider>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let algorithm = if seed.is_multiple_of(2) || fake.is_some() {
