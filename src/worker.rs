@@ -81,6 +81,8 @@ const VACUUM_EVERY: i64 = 2000;
 /// by the application may have left the queue's statistics stale (see
 /// `queue::vacuum`), but not for the few rows of a quiet minute.
 const FIRST_VACUUM: i64 = 200;
+/// Vacuums per analyze of the queue (the first vacuum of a run analyzes).
+const ANALYZE_EVERY: u32 = 10;
 
 /// From this many participants, cosine-v1 batches are scored from bfloat16
 /// vectors first (half the memory traffic; exact where it matters, see
@@ -359,6 +361,8 @@ struct Worker {
     last_progress_log: Instant,
     /// Rows finished when the queue was last vacuumed.
     vacuumed_at: i64,
+    /// Vacuums this run.
+    vacuums: u32,
     /// Rows of batches behind a failed one (claimed, maybe scored, never
     /// written): `batch_failed` releases them without spending an attempt.
     innocent: Vec<i64>,
@@ -430,6 +434,7 @@ pub async fn run_in(
         last_heartbeat: started,
         last_progress_log: started,
         vacuumed_at: FIRST_VACUUM - VACUUM_EVERY,
+        vacuums: 0,
         innocent: Vec::new(),
         opts,
     };
@@ -691,8 +696,11 @@ impl Worker {
         let finished = self.totals.processed + self.totals.failed;
         if finished - self.vacuumed_at >= VACUUM_EVERY {
             self.vacuumed_at = finished;
+            // Statistics on the first vacuum of a run and every tenth.
+            let analyze = self.vacuums.is_multiple_of(ANALYZE_EVERY);
+            self.vacuums += 1;
             let t = Instant::now();
-            match queue::vacuum(&self.pool).await {
+            match queue::vacuum(&self.pool, analyze).await {
                 Ok(()) => debug!(elapsed_ms = t.elapsed().as_millis() as u64, "vacuumed the queue"),
                 Err(e) => debug!(error = %error_chain(&e), "could not vacuum the queue (autovacuum will)"),
             }

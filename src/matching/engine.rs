@@ -1259,6 +1259,77 @@ mod tests {
         }
     }
 
+    /// A cold start (no lists, everyone queued) or a matched event (the
+    /// brute force's lists, nobody queued).
+    fn starting_point(event: &Event, cold: bool) -> (Lists, HashSet<Uuid>) {
+        if cold {
+            (
+                Lists::default(),
+                event.participants().iter().map(|p| p.user_id).collect(),
+            )
+        } else {
+            (brute_force(event), HashSet::new())
+        }
+    }
+
+    /// Drains `dirty` the way the worker does: random batches of up to
+    /// `max_batch`, every attendee planned against the lists as they were at
+    /// the start of the batch (from approximate rows and [`plan_bounded`]
+    /// when [`Event::approx_rows`] allows it), then repaired in order.
+    /// Returns how many batches were scored from approximate rows.
+    fn drain_planned(
+        rng: &mut impl Rng,
+        event: &Event,
+        lists: &mut Lists,
+        dirty: &mut HashSet<Uuid>,
+        max_batch: usize,
+    ) -> usize {
+        let mut approximated = 0;
+        let mut queue: Vec<Uuid> = dirty.iter().copied().collect();
+        queue.sort();
+        let mut sums = Summaries::default();
+        while !queue.is_empty() {
+            let take = rng.gen_range(1..=max_batch).min(queue.len());
+            let batch: Vec<Uuid> = (0..take)
+                .map(|_| queue.swap_remove(rng.gen_range(0..queue.len())))
+                .collect();
+            // At the start of the batch: everyone queued is dirty.
+            sums.fill(event, lists);
+            let clean: Vec<bool> = event
+                .participants()
+                .iter()
+                .map(|p| !dirty.contains(&p.user_id))
+                .collect();
+            let users: Vec<&Participant> = batch
+                .iter()
+                .filter_map(|u| event.participant(*u).filter(|p| event.matchable(p)))
+                .collect();
+            let n = event.participants().len();
+            let (mut rows, bounds) = match event.approx_rows(&users) {
+                Some((rows, bounds)) => {
+                    approximated += 1;
+                    (rows, Some(bounds))
+                }
+                None => (event.score_rows(&users), None),
+            };
+            let mut plans = Vec::new();
+            for (j, row) in rows.chunks_mut(n.max(1)).enumerate().take(users.len()) {
+                plans.push(match &bounds {
+                    Some(b) => plan_bounded(event, &sums, &clean, users[j], row, b[j]),
+                    None => plan(event, &sums, &clean, users[j], row),
+                });
+            }
+            for u in &batch {
+                dirty.remove(u);
+                let j = users.iter().position(|p| p.user_id == *u);
+                let row = j.map(|j| &rows[j * n..(j + 1) * n]);
+                let pl = j.map(|j| &plans[j]);
+                repair_fast(event, lists, dirty, *u, row, Some(&mut sums), pl);
+            }
+        }
+        approximated
+    }
+
     /// The worker's path: batches of up to 6 attendees, each planned in
     /// advance against the lists as they were at the start of its batch,
     /// then repaired in order. Also with a cold start (every list empty and
@@ -1278,42 +1349,11 @@ mod tests {
                 event.upsert(p);
             }
             let cold = seed % 3 == 0;
-            let mut lists = if cold { Lists::default() } else { brute_force(&event) };
-            let mut dirty: HashSet<Uuid> = if cold {
-                event.participants().iter().map(|p| p.user_id).collect()
-            } else {
-                HashSet::new()
-            };
+            let (mut lists, mut dirty) = starting_point(&event, cold);
             if !cold {
                 churn(&mut rng, &mut event, &mut lists, &mut dirty, 70, 25);
             }
-            let mut queue: Vec<Uuid> = dirty.iter().copied().collect();
-            queue.sort();
-            let mut sums = Summaries::default();
-            while !queue.is_empty() {
-                let take = rng.gen_range(1..=6).min(queue.len());
-                let batch: Vec<Uuid> = (0..take)
-                    .map(|_| queue.swap_remove(rng.gen_range(0..queue.len())))
-                    .collect();
-                // At the start of the batch: everyone queued is dirty.
-                sums.fill(&event, &lists);
-                let clean: Vec<bool> = event
-                    .participants()
-                    .iter()
-                    .map(|p| !dirty.contains(&p.user_id))
-                    .collect();
-                let plans: Vec<Option<Plan>> = batch
-                    .iter()
-                    .map(|u| {
-                        let p = event.participant(*u).filter(|p| event.matchable(p))?;
-                        Some(plan(&event, &sums, &clean, p, &event.score_rows(&[p])))
-                    })
-                    .collect();
-                for (u, pl) in batch.iter().zip(&plans) {
-                    dirty.remove(u);
-                    repair_fast(&event, &mut lists, &dirty, *u, None, Some(&mut sums), pl.as_ref());
-                }
-            }
+            drain_planned(&mut rng, &event, &mut lists, &mut dirty, 6);
             lists.retain(|_, l| !l.is_empty());
             assert_eq!(lists, brute_force(&event), "seed {seed}");
         }
@@ -1368,12 +1408,7 @@ mod tests {
                 }
             }
             let cold = seed % 2 == 0;
-            let mut lists = if cold { Lists::default() } else { brute_force(&event) };
-            let mut dirty: HashSet<Uuid> = if cold {
-                event.participants().iter().map(|p| p.user_id).collect()
-            } else {
-                HashSet::new()
-            };
+            let (mut lists, mut dirty) = starting_point(&event, cold);
             if !cold {
                 for _ in 0..40 {
                     let id = rng.gen_range(1..=160u128);
@@ -1386,47 +1421,7 @@ mod tests {
                     dirty.insert(Uuid::from_u128(id));
                 }
             }
-            let mut queue: Vec<Uuid> = dirty.iter().copied().collect();
-            queue.sort();
-            let mut sums = Summaries::default();
-            while !queue.is_empty() {
-                let take = rng.gen_range(1..=12).min(queue.len());
-                let batch: Vec<Uuid> = (0..take)
-                    .map(|_| queue.swap_remove(rng.gen_range(0..queue.len())))
-                    .collect();
-                sums.fill(&event, &lists);
-                let clean: Vec<bool> = event
-                    .participants()
-                    .iter()
-                    .map(|p| !dirty.contains(&p.user_id))
-                    .collect();
-                let users: Vec<&Participant> = batch
-                    .iter()
-                    .filter_map(|u| event.participant(*u).filter(|p| event.matchable(p)))
-                    .collect();
-                let n = event.participants().len();
-                let (mut rows, bounds) = match event.approx_rows(&users) {
-                    Some((rows, bounds)) => {
-                        approximated += 1;
-                        (rows, Some(bounds))
-                    }
-                    None => (event.score_rows(&users), None),
-                };
-                let mut plans = Vec::new();
-                for (j, row) in rows.chunks_mut(n).enumerate() {
-                    plans.push(match &bounds {
-                        Some(b) => plan_bounded(&event, &sums, &clean, users[j], row, b[j]),
-                        None => plan(&event, &sums, &clean, users[j], row),
-                    });
-                }
-                for u in &batch {
-                    dirty.remove(u);
-                    let j = users.iter().position(|p| p.user_id == *u);
-                    let row = j.map(|j| &rows[j * n..(j + 1) * n]);
-                    let pl = j.map(|j| &plans[j]);
-                    repair_fast(&event, &mut lists, &dirty, *u, row, Some(&mut sums), pl);
-                }
-            }
+            approximated += drain_planned(&mut rng, &event, &mut lists, &mut dirty, 12);
             lists.retain(|_, l| !l.is_empty());
             assert_eq!(lists, brute_force(&event), "seed {seed}");
         }

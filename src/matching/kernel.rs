@@ -144,6 +144,42 @@ mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// Defines a blocked kernel from a `pass` function: candidates of the
+    /// queries' length, taken in tiles that stay in the L2 cache while every
+    /// group of queries (eight, four, then one at a time) passes over them.
+    macro_rules! blocked {
+        ($(#[$attr:meta])* $name:ident, $t:ty, $pass:ident, $min_len:expr) => {
+            $(#[$attr])*
+            unsafe fn $name(queries: &[&[$t]], cands: &[Option<&[$t]>], out: &mut [f32], stride: usize) {
+                let len = queries.first().map_or($min_len, |q| q.len()).max($min_len);
+                let tile = (TILE_BYTES / (len * std::mem::size_of::<$t>())).clamp(8, 4096);
+                let cols: Vec<(usize, &[$t])> = cands
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, c)| c.filter(|c| c.len() == len).map(|c| (k, c)))
+                    .collect();
+                for tile_cols in cols.chunks(tile) {
+                    let mut q0 = 0;
+                    while q0 < queries.len() {
+                        let rest = queries.len() - q0;
+                        if rest >= 2 * GROUP {
+                            let qs: [&[$t]; 2 * GROUP] = std::array::from_fn(|q| queries[q0 + q]);
+                            $pass(qs, tile_cols, out, stride, q0);
+                            q0 += 2 * GROUP;
+                        } else if rest >= GROUP {
+                            let qs: [&[$t]; GROUP] = std::array::from_fn(|q| queries[q0 + q]);
+                            $pass(qs, tile_cols, out, stride, q0);
+                            q0 += GROUP;
+                        } else {
+                            $pass([queries[q0]], tile_cols, out, stride, q0);
+                            q0 += 1;
+                        }
+                    }
+                }
+            }
+        };
+    }
+
     /// Finishes lanes in `acc` with the tail `from..n`, then reduces.
     #[inline(always)]
     fn finish(mut acc: [f32; LANES], q: &[f32], c: &[f32], from: usize) -> f32 {
@@ -209,39 +245,12 @@ mod x86 {
         out
     }
 
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn block_avx512(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
-        let len = queries.first().map_or(1, |q| q.len()).max(1);
-        let tile = (TILE_BYTES / (len * 4)).clamp(8, 4096);
-        // Candidates of the right length, by column.
-        let cols: Vec<(usize, &[f32])> = cands
-            .iter()
-            .enumerate()
-            .filter_map(|(k, c)| c.filter(|c| c.len() == len).map(|c| (k, c)))
-            .collect();
-        for tile_cols in cols.chunks(tile) {
-            let mut q0 = 0;
-            while q0 < queries.len() {
-                let rest = queries.len() - q0;
-                if rest >= 2 * GROUP {
-                    let qs: [&[f32]; 2 * GROUP] = std::array::from_fn(|q| queries[q0 + q]);
-                    pass_avx512(qs, tile_cols, out, stride, q0);
-                    q0 += 2 * GROUP;
-                } else if rest >= GROUP {
-                    let qs: [&[f32]; GROUP] = std::array::from_fn(|q| queries[q0 + q]);
-                    pass_avx512(qs, tile_cols, out, stride, q0);
-                    q0 += GROUP;
-                } else {
-                    for (col, c) in tile_cols {
-                        for q in 0..rest {
-                            out[(q0 + q) * stride + col] = group_avx512::<1>([queries[q0 + q]], c)[0];
-                        }
-                    }
-                    q0 += rest;
-                }
-            }
-        }
-    }
+    blocked!(
+        /// The blocked kernel on AVX-512: tiles of candidates, queries in
+        /// groups of eight, four, then one.
+        #[target_feature(enable = "avx512f,fma")]
+        block_avx512, f32, pass_avx512, 1
+    );
 
     /// `Q` queries (rows `q0..q0 + Q` of `out`) over a tile of candidates,
     /// two candidates at a time.
@@ -441,34 +450,12 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn block_bf16(queries: &[&[u16]], cands: &[Option<&[u16]>], out: &mut [f32], stride: usize) {
-        let len = queries.first().map_or(BF16_BLOCK, |q| q.len()).max(BF16_BLOCK);
-        let tile = (TILE_BYTES / (len * 2)).clamp(8, 4096);
-        let cols: Vec<(usize, &[u16])> = cands
-            .iter()
-            .enumerate()
-            .filter_map(|(k, c)| c.filter(|c| c.len() == len).map(|c| (k, c)))
-            .collect();
-        for tile_cols in cols.chunks(tile) {
-            let mut q0 = 0;
-            while q0 < queries.len() {
-                let rest = queries.len() - q0;
-                if rest >= 2 * GROUP {
-                    let qs: [&[u16]; 2 * GROUP] = std::array::from_fn(|q| queries[q0 + q]);
-                    pass_bf16(qs, tile_cols, out, stride, q0);
-                    q0 += 2 * GROUP;
-                } else if rest >= GROUP {
-                    let qs: [&[u16]; GROUP] = std::array::from_fn(|q| queries[q0 + q]);
-                    pass_bf16(qs, tile_cols, out, stride, q0);
-                    q0 += GROUP;
-                } else {
-                    pass_bf16([queries[q0]], tile_cols, out, stride, q0);
-                    q0 += 1;
-                }
-            }
-        }
-    }
+    blocked!(
+        /// The bfloat16 kernel (see [`super::dots_bf16`]), tiled like the
+        /// others.
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        block_bf16, u16, pass_bf16, BF16_BLOCK
+    );
 
     // SAFETY: only called by `dots_bf16` after `bf16_available` confirmed
     // AVX-512 F and BF16; every query has one length, a multiple of 32.

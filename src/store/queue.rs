@@ -360,19 +360,22 @@ pub async fn retrying(db: impl PgExecutor<'_>, event: Uuid) -> Result<i64> {
     .context("counting rows waiting to retry")
 }
 
-/// Vacuums and analyzes the queue table, skipping it when another vacuum
-/// holds it. Only the pages that changed since the last vacuum are read (the
-/// visibility map), so after a burst this costs milliseconds and makes the
-/// claim index compact again. The analyze matters as much: after a bulk
-/// enqueue (an import, `admin-start-matching`) the statistics still describe
-/// the table as it was, and the planner then serves the claim with a bitmap
-/// scan and a sort of the whole backlog (28 ms per claim at 100,000 rows)
-/// instead of reading the first rows of the claim index (0.1 ms).
-pub async fn vacuum(db: impl PgExecutor<'_>) -> Result<()> {
-    sqlx::query("VACUUM (ANALYZE, SKIP_LOCKED) matchmaking_queue")
-        .execute(db)
-        .await
-        .context("vacuuming the queue")?;
+/// Vacuums the queue table (and with `analyze`, refreshes its statistics),
+/// skipping it when another vacuum holds it. Only the pages that changed
+/// since the last vacuum are read (the visibility map), so after a burst this
+/// costs milliseconds and makes the claim index compact again. The analyze
+/// matters as much after a bulk enqueue (an import, `admin-start-matching`):
+/// until then the statistics describe the table as it was, and the planner
+/// serves each claim with a bitmap scan and a sort of the whole backlog
+/// (28 ms per claim at 100,000 rows) instead of reading the first rows of
+/// the claim index (0.1 ms). It samples the whole table, so it runs less often.
+pub async fn vacuum(db: impl PgExecutor<'_>, analyze: bool) -> Result<()> {
+    let sql = if analyze {
+        "VACUUM (ANALYZE, SKIP_LOCKED) matchmaking_queue"
+    } else {
+        "VACUUM (SKIP_LOCKED) matchmaking_queue"
+    };
+    sqlx::query(sql).execute(db).await.context("vacuuming the queue")?;
     Ok(())
 }
 
