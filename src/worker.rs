@@ -869,7 +869,7 @@ impl Worker {
                             return Err(e);
                         }
                     }
-                    self.cache.remove(&event);
+                    // Not in `self.cache` while held here: a full read.
                     cached = self.refresh(event).await?;
                     stale = false;
                 }

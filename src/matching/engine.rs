@@ -528,9 +528,13 @@ impl Event {
     /// The top-K of a row of [`Event::score_rows`].
     pub fn top_k_of_row(&self, row: &[f32]) -> Vec<Entry> {
         let mut top = TopK::new(self.k());
-        for (i, other) in self.participants.iter().enumerate() {
-            if let Some(s) = score_at(row, i) {
-                top.offer(Entry::new(other.user_id, s));
+        // Only scores at or above the K-th best so far can enter (NaN never
+        // does): one comparison per attendee instead of an offer.
+        let mut floor = f32::NEG_INFINITY;
+        for (s, other) in row.iter().zip(&self.participants) {
+            if *s >= floor {
+                top.offer(Entry::new(other.user_id, *s));
+                floor = top.floor();
             }
         }
         top.into_vec()
@@ -704,20 +708,8 @@ pub struct Plan {
 /// their own rows, or, for this batch's attendees, computed in full from
 /// the same snapshot.
 pub fn plan(event: &Event, summaries: &Summaries, clean: &[bool], user: &Participant, row: &[f32]) -> Plan {
-    let k = event.k();
-    let participants = event.participants();
-    let mut own = TopK::new(k);
-    // Only scores at or above the K-th best so far can enter (NaN never
-    // does): one comparison per attendee instead of an offer.
-    let mut floor = f32::NEG_INFINITY;
-    for (i, &s) in row.iter().enumerate().take(participants.len()) {
-        if s >= floor {
-            own.offer(Entry::new(participants[i].user_id, s));
-            floor = own.floor();
-        }
-    }
     Plan {
-        own: own.into_vec(),
+        own: event.top_k_of_row(row),
         candidates: bump_candidates(event, summaries, clean, user, row, 0.0),
     }
 }

@@ -501,10 +501,16 @@ mod x86 {
     }
 }
 
+/// `MATCHMAKER_PORTABLE_KERNEL` set: no SIMD path at all (for comparisons;
+/// the scores are the same bits).
+fn portable_forced() -> bool {
+    std::env::var_os("MATCHMAKER_PORTABLE_KERNEL").is_some()
+}
+
 fn kernels() -> &'static (DotFn, BlockFn, &'static str) {
     static K: OnceLock<(DotFn, BlockFn, &'static str)> = OnceLock::new();
     K.get_or_init(|| {
-        if std::env::var_os("MATCHMAKER_PORTABLE_KERNEL").is_some() {
+        if portable_forced() {
             return (dot_portable, block_portable, "portable");
         }
         #[cfg(target_arch = "x86_64")]
@@ -648,7 +654,7 @@ pub fn bf16_available() -> bool {
     static A: OnceLock<bool> = OnceLock::new();
     *A.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if std::env::var_os("MATCHMAKER_PORTABLE_KERNEL").is_none() {
+        if !portable_forced() {
             return std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16");
         }
         false
