@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::provider::vector_for;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -168,20 +170,6 @@ async fn handle(State(state): State<Arc<Mutex<FakeState>>>, headers: HeaderMap, 
             r
         }
     }
-}
-
-/// The fake's vector for a text: deterministic, never all zeros.
-fn vector_for(text: &str, len: usize) -> Vec<f32> {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in text.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
-    }
-    (0..len)
-        .map(|i| {
-            h = h.rotate_left(7).wrapping_mul(0x9e3779b97f4a7c15).wrapping_add(i as u64);
-            ((h >> 40) as f32 / (1u64 << 24) as f32) + 0.01
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------
