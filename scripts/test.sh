@@ -23,7 +23,12 @@ pg_log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
 
 pg_start
+# The security tests also need a Supabase-like cluster (roles, TLS) and
+# PgBouncer in front of the first cluster, in both pool modes.
+pg_start_supabase
+pgbouncer_start
 pg_log "cargo test (DATABASE_URL=$DATABASE_URL)"
 # Integration tests create one database per test (#[sqlx::test]) and spawn
-# the built binary as separate worker processes.
+# the built binary as separate worker processes, as the least-privilege
+# worker role.
 cargo test --all-targets "$@" -- --test-threads="${TEST_THREADS:-4}"

@@ -1,7 +1,7 @@
 //! The command line: one clap enum, every flag also readable from the
 //! environment.
 
-use crate::commands::{admin_start, daemon, migrate, run, status};
+use crate::commands::{admin_start, daemon, migrate, run, status, worker_role};
 use crate::db::SessionLimits;
 use crate::telemetry::LogFormat;
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +40,9 @@ pub enum Command {
     /// Long-running: drain on a cron schedule and at once on new queue rows
     /// (LISTEN/NOTIFY); graceful shutdown on SIGTERM/SIGINT.
     Daemon(daemon::Args),
+    /// Create or update the worker's least-privilege login role (run as
+    /// the database owner); the password comes from MATCHMAKER_WORKER_PASSWORD.
+    WorkerRole(worker_role::Args),
 }
 
 /// How to reach the database.

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod migrate;
 pub mod run;
 pub mod status;
+pub mod worker_role;
 
 use crate::cli::{Command, DbArgs, WorkerArgs};
 use crate::db;
@@ -24,6 +25,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::AdminStartMatching(a) => a.db.database_url.clone(),
         Command::Status(a) => a.db.database_url.clone(),
         Command::Daemon(a) => a.db.database_url.clone(),
+        Command::WorkerRole(a) => a.db.database_url.clone(),
     };
     let result = match command {
         Command::Migrate(a) => migrate::run(a).await,
@@ -31,6 +33,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::AdminStartMatching(a) => admin_start::run(a).await,
         Command::Status(a) => status::run(a).await,
         Command::Daemon(a) => daemon::run(a).await,
+        Command::WorkerRole(a) => worker_role::run(a).await,
     };
     result.map_err(|e| {
         let mut message = error_chain(&e);
@@ -52,8 +55,8 @@ pub fn missing_schema(e: &anyhow::Error) -> bool {
 /// Connects for a command: parsed options (for the worker's lock connection)
 /// and a pool.
 pub async fn connect(args: &DbArgs, max_connections: u32) -> Result<(PgConnectOptions, PgPool)> {
-    let opts = db::connect_options(&args.database_url, args.limits())?;
-    let pool = db::connect(&opts, max_connections, args.connect_timeout).await?;
+    let opts = db::connect_options(&args.database_url)?;
+    let pool = db::connect(&opts, args.limits(), max_connections, args.connect_timeout).await?;
     Ok((opts, pool))
 }
 

@@ -11,4 +11,5 @@ pub mod events;
 pub mod jobs;
 pub mod matches;
 pub mod queue;
+pub mod roles;
 pub mod snapshot;

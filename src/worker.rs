@@ -121,6 +121,9 @@ pub struct WorkerOptions {
     /// The embedding provider (`None`: application embeddings only); see
     /// [`crate::embeddings::attach`].
     pub embedder: Option<std::sync::Arc<crate::embeddings::Embedder>>,
+    /// Session limits of the worker's lock connection (the pool's sessions
+    /// get theirs when the pool connects).
+    pub session: crate::db::SessionLimits,
 }
 
 impl Default for WorkerOptions {
@@ -141,6 +144,7 @@ impl Default for WorkerOptions {
             fault_score_delay: Duration::ZERO,
             null_scorer: false,
             embedder: None,
+            session: crate::db::SessionLimits::default(),
         }
     }
 }
@@ -363,6 +367,8 @@ struct Worker {
     vacuumed_at: i64,
     /// Vacuums this run.
     vacuums: u32,
+    /// Whether this session's role may vacuum the queue (asked once).
+    may_vacuum: Option<bool>,
     /// Rows of batches behind a failed one (claimed, maybe scored, never
     /// written): `batch_failed` releases them without spending an attempt.
     innocent: Vec<i64>,
@@ -435,6 +441,7 @@ pub async fn run_in(
         last_progress_log: started,
         vacuumed_at: FIRST_VACUUM - VACUUM_EVERY,
         vacuums: 0,
+        may_vacuum: None,
         innocent: Vec::new(),
         opts,
     };
@@ -670,12 +677,15 @@ impl Worker {
             //
             // `matchmaker.worker` tells the user_matches triggers that this
             // session bumps the event version itself.
-            let opts = self.connect.clone().options([
-                ("idle_session_timeout", idle.as_str()),
-                ("lock_timeout", "250ms"),
-                ("matchmaker.worker", "on"),
-            ]);
-            let conn = PgConnection::connect_with(&opts)
+            let session = crate::db::session_sql(
+                self.opts.session,
+                &[
+                    ("idle_session_timeout", idle.as_str()),
+                    ("lock_timeout", "250ms"),
+                    ("matchmaker.worker", "on"),
+                ],
+            );
+            let conn = crate::db::connect_one(&self.connect, session)
                 .await
                 .context("opening the worker's lock connection")?;
             self.lock_conn = Some(conn);
@@ -699,10 +709,19 @@ impl Worker {
             // Statistics on the first vacuum of a run and every tenth.
             let analyze = self.vacuums.is_multiple_of(ANALYZE_EVERY);
             self.vacuums += 1;
-            let t = Instant::now();
-            match queue::vacuum(&self.pool, analyze).await {
-                Ok(()) => debug!(elapsed_ms = t.elapsed().as_millis() as u64, "vacuumed the queue"),
-                Err(e) => debug!(error = %error_chain(&e), "could not vacuum the queue (autovacuum will)"),
+            if self.may_vacuum.is_none() {
+                let may = queue::may_maintain(&self.pool).await.unwrap_or(false);
+                if !may {
+                    info!("not vacuuming matchmaking_queue: this role does not own it (autovacuum will)");
+                }
+                self.may_vacuum = Some(may);
+            }
+            if self.may_vacuum == Some(true) {
+                let t = Instant::now();
+                match queue::vacuum(&self.pool, analyze).await {
+                    Ok(()) => debug!(elapsed_ms = t.elapsed().as_millis() as u64, "vacuumed the queue"),
+                    Err(e) => debug!(error = %error_chain(&e), "could not vacuum the queue (autovacuum will)"),
+                }
             }
         }
         if self.last_progress_log.elapsed() >= Duration::from_secs(10) {

@@ -96,6 +96,7 @@ fn unreachable_database_is_one_line_without_the_password() {
 
 #[sqlx::test(migrations = false)]
 async fn commands_before_migrate_say_to_migrate(pool: PgPool) {
+    // No schema yet, so no worker role either: the owner runs these.
     let url = database_url(&pool).await;
     for args in [&["run"][..], &["status"][..], &["daemon"][..]] {
         let o = matchmaker(Some(&url), args);
@@ -117,7 +118,7 @@ async fn commands_before_migrate_say_to_migrate(pool: PgPool) {
 
 #[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
 async fn unknown_events_are_clear_errors(pool: PgPool) {
-    let url = database_url(&pool).await;
+    let url = worker_url(&pool).await;
     for args in [
         &["admin-start-matching", "--event", "no-such-event"][..],
         &["run", "--event", "no-such-event"][..],
@@ -135,7 +136,7 @@ async fn unknown_events_are_clear_errors(pool: PgPool) {
 
 #[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
 async fn admin_start_is_a_no_op_on_an_unchanged_completed_event(pool: PgPool) {
-    let url = database_url(&pool).await;
+    let url = worker_url(&pool).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let ev = create_event(&pool, "conf", "hybrid-v1", 3).await;
     for _ in 0..40 {
@@ -200,7 +201,7 @@ async fn admin_start_is_a_no_op_on_an_unchanged_completed_event(pool: PgPool) {
 
 #[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
 async fn run_meets_its_deadline_when_scoring_is_slow(pool: PgPool) {
-    let url = database_url(&pool).await;
+    let url = worker_url(&pool).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
     let ev = create_event(&pool, "slow", "hybrid-v1", 3).await;
     for _ in 0..60 {
@@ -254,7 +255,7 @@ async fn run_meets_its_deadline_when_scoring_is_slow(pool: PgPool) {
 
 #[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
 async fn run_meets_its_deadline_when_the_database_hangs(pool: PgPool) {
-    let url = database_url(&pool).await;
+    let url = worker_url(&pool).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let ev = create_event(&pool, "stuck", "hybrid-v1", 3).await;
     for _ in 0..10 {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 #[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
 async fn the_daemon_wakes_on_new_rows_and_stops_on_sigterm(pool: PgPool) {
-    let url = database_url(&pool).await;
+    let url = worker_url(&pool).await;
     let ev = create_event(&pool, "live", "hybrid-v1", 3).await;
     // A schedule that never fires during the test: only NOTIFY can wake it.
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_matchmaker"))
@@ -83,7 +83,7 @@ async fn the_daemon_wakes_on_new_rows_and_stops_on_sigterm(pool: PgPool) {
 
 #[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
 async fn a_bad_schedule_is_refused(pool: PgPool) {
-    let url = database_url(&pool).await;
+    let url = worker_url(&pool).await;
     let out = Command::new(env!("CARGO_BIN_EXE_matchmaker"))
         .args(["daemon", "--schedule", "every minute"])
         .env("DATABASE_URL", &url)

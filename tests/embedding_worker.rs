@@ -33,9 +33,17 @@ async fn insert_people(pool: &PgPool, event: Uuid, n: usize, seed: u64) -> Vec<P
 }
 
 async fn run_once(pool: &PgPool, opts: &WorkerOptions) -> RunSummary {
-    worker::run(pool, &pool.connect_options(), opts.clone(), CancellationToken::new())
-        .await
-        .expect("worker run")
+    let workers = worker_pool(pool).await;
+    let summary = worker::run(
+        &workers,
+        &workers.connect_options(),
+        opts.clone(),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("worker run");
+    workers.close().await;
+    summary
 }
 
 async fn provider_rows(pool: &PgPool, event: Uuid) -> i64 {
@@ -286,7 +294,7 @@ async fn the_api_key_appears_in_no_log_line_or_status_output(pool: PgPool) {
     let fake = FakeProvider::start(Mode::RejectEchoingKey).await;
     let event = create_event(&pool, "secret", "cosine-v1", 3).await;
     insert_people(&pool, event, 6, 5).await;
-    let url = database_url(&pool).await;
+    let url = worker_url(&pool).await;
     let mut outputs: Vec<String> = Vec::new();
     let (ok, out) = run_bin(
         &fake,

@@ -156,9 +156,11 @@ async fn run_seed(pool: &PgPool, seed: u64, fake: Option<&provider::FakeProvider
     let kills = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
 
-    // Two in-process workers with short deadlines (exercising resumption).
+    // Two in-process workers with short deadlines (exercising resumption),
+    // as the least-privilege worker role.
+    let workers = worker_pool(pool).await;
     for w in 0..2u64 {
-        let (pool, stop, embedder) = (pool.clone(), stop.clone(), embedder.clone());
+        let (pool, stop, embedder) = (workers.clone(), stop.clone(), embedder.clone());
         tasks.push(tokio::spawn(async move {
             let connect = pool.connect_options();
             let mut runs = 0u64;
@@ -180,7 +182,7 @@ async fn run_seed(pool: &PgPool, seed: u64, fake: Option<&provider::FakeProvider
 
     // Two loops of OS worker processes; the first SIGKILLs its children
     // at random moments of their run.
-    let url = database_url(pool).await;
+    let url = worker_url(pool).await;
     for p in 0..2u64 {
         let (stop, url, kills, env) = (stop.clone(), url.clone(), kills.clone(), env.clone());
         let mut prng = StdRng::seed_from_u64(seed ^ (0x5eed + p));

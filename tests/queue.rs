@@ -32,8 +32,9 @@ async fn concurrent_workers_process_every_row_exactly_once(pool: PgPool) {
     assert_eq!(total, 300);
 
     let mut handles = Vec::new();
+    let workers = worker_pool(&pool).await;
     for _ in 0..4 {
-        let pool = pool.clone();
+        let pool = workers.clone();
         handles.push(tokio::spawn(async move {
             let connect = pool.connect_options();
             let opts = WorkerOptions {
@@ -85,7 +86,7 @@ async fn a_worker_that_lost_its_lock_is_taken_over_and_never_completes_twice(poo
     for _ in 0..5 {
         insert_profile(&pool, ev, &random_profile(&mut rng, 0)).await;
     }
-    let connect = pool.connect_options();
+    let connect = worker_connect(&pool).await;
     let mut slow = sqlx::PgConnection::connect_with(&connect).await.unwrap();
     let mut fast = sqlx::PgConnection::connect_with(&connect).await.unwrap();
 
@@ -236,7 +237,7 @@ async fn two_claimed_rows_of_one_attendee_go_back_as_one_pending_row(pool: PgPoo
     let ev = create_event(&pool, "dup", "hybrid-v1", 3).await;
     let mut p = random_profile(&mut rng, 0);
     insert_profile(&pool, ev, &p).await;
-    let connect = pool.connect_options();
+    let connect = worker_connect(&pool).await;
     let mut dead = sqlx::PgConnection::connect_with(&connect).await.unwrap();
     let mut live = sqlx::PgConnection::connect_with(&connect).await.unwrap();
     // A worker claims the row and dies; the attendee edits their profile.
@@ -300,7 +301,7 @@ async fn rows_locked_by_an_open_transaction_neither_spin_the_worker_nor_starve_o
             .unwrap()
     };
     let before = commits(pool.clone()).await;
-    let url = database_url(&pool).await;
+    let url = worker_url(&pool).await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_matchmaker"))
         .args(["run", "--max-runtime", "2s", "--json"])
         .env("DATABASE_URL", &url)
@@ -398,7 +399,9 @@ async fn a_claim_leaves_the_callers_in_flight_batch_alone(pool: PgPool) {
     for _ in 0..12 {
         insert_profile(&pool, ev, &random_profile(&mut rng, 0)).await;
     }
-    let mut me = sqlx::PgConnection::connect_with(&pool.connect_options()).await.unwrap();
+    let mut me = sqlx::PgConnection::connect_with(&worker_connect(&pool).await)
+        .await
+        .unwrap();
     let lease = Duration::from_secs(60);
     // This worker's batch i, and two rows a dead worker left `processing`.
     let batch_i = queue::claim(&mut me, ev, 4, "me", lease, &[]).await.unwrap();

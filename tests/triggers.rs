@@ -89,8 +89,8 @@ async fn joins_and_edits_enqueue_one_row_with_the_highest_priority(pool: PgPool)
         .unwrap();
     assert_eq!(pending(&pool).await, vec![(p.user_id, "profile_updated".into(), 2)]);
     // Once claimed, a further edit makes a new pending row (never lost).
-    let connect = pool.connect_options();
-    let mut conn = sqlx::Connection::connect_with(&*connect).await.unwrap();
+    let connect = worker_connect(&pool).await;
+    let mut conn = sqlx::Connection::connect_with(&connect).await.unwrap();
     let claimed = matchmaker::store::queue::claim(&mut conn, ev, 10, "w", Duration::from_secs(60), &[])
         .await
         .unwrap();

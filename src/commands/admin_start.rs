@@ -70,8 +70,18 @@ pub async fn run(args: Args) -> Result<()> {
             // The queue may have grown a hundredfold: without fresh
             // statistics every claim would sort the whole backlog.
             if n > 0 {
-                if let Err(e) = queue::analyze(&pool).await {
-                    tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not analyze the queue (autovacuum will)");
+                match queue::may_maintain(&pool).await {
+                    Ok(true) => {
+                        if let Err(e) = queue::analyze(&pool).await {
+                            tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not analyze the queue (autovacuum will)");
+                        }
+                    }
+                    Ok(false) => tracing::info!(
+                        "not analyzing matchmaking_queue after the enqueue: this role does not own it (autovacuum will)"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %crate::telemetry::error_chain(&e), "could not analyze the queue (autovacuum will)")
+                    }
                 }
             }
             println!(
@@ -86,6 +96,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
 
     let mut opts = args.worker.options("admin-start-matching");
+    opts.session = args.db.limits();
     opts.embedder = embedder;
     opts.max_runtime = args.max_runtime;
     opts.event = Some(event.id);

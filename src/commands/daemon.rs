@@ -117,6 +117,7 @@ pub async fn run(args: Args) -> Result<()> {
     });
 
     let mut opts = args.worker.options("daemon");
+    opts.session = args.db.limits();
     opts.embedder = embedder;
     opts.max_runtime = Some(args.max_runtime);
     opts.event = event;

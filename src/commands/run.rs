@@ -30,6 +30,7 @@ pub async fn run(args: Args) -> Result<()> {
     let (connect, pool) = super::connect(&args.db, 4).await?;
     let event = events::resolve(&pool, args.event.as_deref()).await?;
     let mut opts = args.worker.options("run");
+    opts.session = args.db.limits();
     opts.embedder = embedder;
     opts.max_runtime = Some(args.max_runtime);
     opts.event = event;

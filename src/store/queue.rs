@@ -379,6 +379,21 @@ pub async fn vacuum(db: impl PgExecutor<'_>, analyze: bool) -> Result<()> {
     Ok(())
 }
 
+/// Whether this session may `VACUUM` and `ANALYZE` the queue: its owner (or
+/// a member of the owner's role) or a superuser. PostgreSQL skips the table
+/// with a mere warning otherwise, so callers ask first and say so once. A
+/// least-privilege worker role is not the owner; autovacuum then does it.
+pub async fn may_maintain(db: impl PgExecutor<'_>) -> Result<bool> {
+    sqlx::query_scalar(
+        "SELECT pg_has_role(current_user, c.relowner, 'USAGE')
+                OR coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)
+           FROM pg_class c WHERE c.oid = 'matchmaking_queue'::regclass",
+    )
+    .fetch_one(db)
+    .await
+    .context("checking who owns the queue")
+}
+
 /// Refreshes the planner's statistics of the queue (see [`vacuum`]); for
 /// after a bulk enqueue, inside or outside a transaction.
 pub async fn analyze(db: impl PgExecutor<'_>) -> Result<()> {

@@ -198,18 +198,68 @@ pub async fn open_rows(pool: &PgPool) -> i64 {
         .expect("count open rows")
 }
 
-/// Runs in-process workers until no row is pending or processing (waiting
-/// out backoffs and the leases of killed workers). Panics after `limit`.
+/// The login role every test worker runs as: a member of the migrations'
+/// `matchmaker_worker` group role and nothing else (no superuser, no
+/// ownership), so the tests prove those grants are all the worker needs.
+pub const TEST_WORKER: &str = "matchmaker_test_worker";
+
+/// Creates [`TEST_WORKER`] once per cluster (roles are cluster-wide; tests
+/// of one cluster may race to create it).
+pub async fn ensure_test_worker(pool: &PgPool) {
+    sqlx::query(
+        "DO $$ BEGIN
+             IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'matchmaker_test_worker') THEN
+                 CREATE ROLE matchmaker_test_worker LOGIN;
+             END IF;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+         END $$",
+    )
+    .execute(pool)
+    .await
+    .expect("create the test worker role");
+    let member: bool =
+        sqlx::query_scalar("SELECT pg_has_role('matchmaker_test_worker', 'matchmaker_worker', 'MEMBER')")
+            .fetch_one(pool)
+            .await
+            .expect("membership");
+    if !member {
+        let _ = sqlx::query("GRANT matchmaker_worker TO matchmaker_test_worker")
+            .execute(pool)
+            .await;
+    }
+}
+
+/// Connection options of the test's database as [`TEST_WORKER`].
+pub async fn worker_connect(pool: &PgPool) -> sqlx::postgres::PgConnectOptions {
+    ensure_test_worker(pool).await;
+    pool.connect_options().as_ref().clone().username(TEST_WORKER)
+}
+
+/// A pool of the test's database as [`TEST_WORKER`].
+pub async fn worker_pool(pool: &PgPool) -> PgPool {
+    let opts = worker_connect(pool).await;
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(opts)
+        .await
+        .expect("connect as the test worker")
+}
+
+/// Runs in-process workers, as [`TEST_WORKER`], until no row is pending or
+/// processing (waiting out backoffs and the leases of killed workers).
+/// Panics after `limit`.
 pub async fn drain(pool: &PgPool, opts: &WorkerOptions, limit: Duration) -> Vec<RunSummary> {
     let started = std::time::Instant::now();
-    let connect = pool.connect_options();
+    let workers = worker_pool(pool).await;
+    let connect = workers.connect_options();
     let mut runs = Vec::new();
     loop {
-        let summary = worker::run(pool, &connect, opts.clone(), CancellationToken::new())
+        let summary = worker::run(&workers, &connect, opts.clone(), CancellationToken::new())
             .await
             .expect("worker run");
         runs.push(summary);
         if open_rows(pool).await == 0 {
+            workers.close().await;
             return runs;
         }
         assert!(started.elapsed() < limit, "queue not drained within {limit:?}");
@@ -217,7 +267,18 @@ pub async fn drain(pool: &PgPool, opts: &WorkerOptions, limit: Duration) -> Vec<
     }
 }
 
-/// The database URL of the pool's database (for spawning the binary).
+/// The URL of the pool's database as [`TEST_WORKER`], for spawning the
+/// binary as a worker (`run`, `daemon`, `admin-start-matching`, `status`).
+pub async fn worker_url(pool: &PgPool) -> String {
+    ensure_test_worker(pool).await;
+    let url = database_url(pool).await;
+    let (head, tail) = url.split_once("://").expect("url scheme");
+    let host = tail.rsplit_once('@').map_or(tail, |(_, h)| h);
+    format!("{head}://{TEST_WORKER}@{host}")
+}
+
+/// The owner's URL of the pool's database (for spawning the binary as the
+/// owner: `migrate`).
 pub async fn database_url(pool: &PgPool) -> String {
     let db: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(pool)
@@ -359,4 +420,5 @@ pub async fn assert_exact(pool: &PgPool, event: Uuid, context: &str) -> usize {
     );
     rows.len()
 }
+pub mod access;
 pub mod provider;
