@@ -282,3 +282,33 @@ async fn run_meets_its_deadline_when_the_database_hangs(pool: PgPool) {
     assert_eq!(pending, 10, "the abandoned batch's rows are pending again");
     assert_eq!(attempts, Some(0));
 }
+
+/// What needs the queue's owner degrades with a log line: the worker role
+/// skips ANALYZE after admin-start-matching's enqueue and says so; the owner
+/// does it silently.
+#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+async fn maintenance_the_worker_role_may_not_do_is_skipped_with_a_log_line(pool: PgPool) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let ev = create_event(&pool, "maint", "hybrid-v1", 3).await;
+    for _ in 0..10 {
+        insert_profile(&pool, ev, &random_profile(&mut rng, 0)).await;
+    }
+    let as_worker = worker_url(&pool).await;
+    let as_owner = database_url(&pool).await;
+    for (url, says) in [(&as_worker, true), (&as_owner, false)] {
+        let o = Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+            .args(["admin-start-matching", "--event", "maint", "--force"])
+            .env("DATABASE_URL", url)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run matchmaker");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o).contains("not analyzing matchmaking_queue after the enqueue: this role does not own it"),
+            says,
+            "{url}: {}",
+            stderr(&o)
+        );
+    }
+}
