@@ -73,6 +73,13 @@ SQL
 pg_log "applying the migrations (matchmaker migrate)"
 "$MM" migrate
 
+# The worker runs as its own least-privilege role, as in production (the
+# throwaway cluster trusts local connections, so it needs no password here).
+pg_log "creating the worker's role (matchmaker worker-role --login matchmaker_demo)"
+"$MM" worker-role --login matchmaker_demo
+WORKER_URL="${DATABASE_URL/postgres@/matchmaker_demo@}"
+worker() { DATABASE_URL="$WORKER_URL" "$MM" "$@"; }
+
 pg_log "loading the demo event 'demo-summit' with $ATTENDEES attendees (scripts/demo-data.sql)"
 sql -v n="$ATTENDEES" -f scripts/demo-data.sql
 sql -P footer=off <<'SQL'
@@ -93,10 +100,10 @@ GROUP BY role ORDER BY count(*) DESC, role;
 SQL
 
 pg_log "matching the whole event (matchmaker admin-start-matching --event demo-summit --wait)"
-"$MM" admin-start-matching --event demo-summit --wait
+worker admin-start-matching --event demo-summit --wait
 
 pg_log "a normal cron invocation finds nothing left to do (matchmaker run)"
-"$MM" run
+worker run
 
 pg_log "what three attendees see in the app: their top-3, with the reasons"
 show_matches "$(attendee 1), $(attendee 2), $(attendee 3)"
@@ -146,7 +153,7 @@ GROUP BY reason, priority ORDER BY priority DESC;
 SQL
 
 pg_log "the next cron invocation processes only those two (matchmaker run)"
-"$MM" run
+worker run
 
 pg_log "the newcomer's top-3, the edited attendee's new top-3, and the first founder's list now"
 show_matches "$NEWCOMER, $(attendee 3), $(attendee 1)"
@@ -158,7 +165,19 @@ WHERE m.event_id = (SELECT id FROM events WHERE code = 'demo-summit')
   AND m.matched_user_id = $NEWCOMER;
 SQL
 
+pg_log "what the first attendee's app reads, signed in as them: my_matches() (row-level security; no bios, no one else's list)"
+sql -P footer=off <<SQL
+SELECT id AS event_id FROM events WHERE code = 'demo-summit' \gset
+BEGIN;
+SET LOCAL ROLE matchmaker_attendee;
+SELECT set_config('request.jwt.claims', json_build_object('sub', $(attendee 1))::text, true) IS NOT NULL AS signed_in;
+SELECT rank, display_name, role, company, round(score::numeric, 2) AS score
+  FROM my_matches(:'event_id');
+SELECT count(*) AS "user_matches rows visible to them" FROM user_matches;
+ROLLBACK;
+SQL
+
 pg_log "queue and job state (matchmaker status)"
-"$MM" status
+worker status
 
 pg_log "done; the throwaway PostgreSQL is removed on exit"
