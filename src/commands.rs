@@ -7,42 +7,12 @@ pub mod run;
 pub mod status;
 pub mod worker_role;
 
-use crate::cli::{Command, DbArgs, WorkerArgs};
+use crate::config::DbArgs;
 use crate::db;
-use crate::store::queue::RetryPolicy;
-use crate::telemetry::error_chain;
-use crate::worker::WorkerOptions;
 use anyhow::Result;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-
-/// Runs a parsed command. Errors are scrubbed of the database password.
-pub async fn dispatch(command: Command) -> Result<()> {
-    let url = match &command {
-        Command::Migrate(a) => a.db.database_url.clone(),
-        Command::Run(a) => a.db.database_url.clone(),
-        Command::AdminStartMatching(a) => a.db.database_url.clone(),
-        Command::Status(a) => a.db.database_url.clone(),
-        Command::Daemon(a) => a.db.database_url.clone(),
-        Command::WorkerRole(a) => a.db.database_url.clone(),
-    };
-    let result = match command {
-        Command::Migrate(a) => migrate::run(a).await,
-        Command::Run(a) => run::run(a).await,
-        Command::AdminStartMatching(a) => admin_start::run(a).await,
-        Command::Status(a) => status::run(a).await,
-        Command::Daemon(a) => daemon::run(a).await,
-        Command::WorkerRole(a) => worker_role::run(a).await,
-    };
-    result.map_err(|e| {
-        let mut message = error_chain(&e);
-        if missing_schema(&e) {
-            message.push_str(" (the schema is missing or out of date: run `matchmaker migrate` first)");
-        }
-        anyhow::anyhow!(db::scrub(&message, &url))
-    })
-}
 
 /// Whether an error says a table or function of ours does not exist.
 pub fn missing_schema(e: &anyhow::Error) -> bool {
@@ -58,26 +28,6 @@ pub async fn connect(args: &DbArgs, max_connections: u32) -> Result<(PgConnectOp
     let opts = db::connect_options(&args.database_url)?;
     let pool = db::connect(&opts, args.limits(), max_connections, args.connect_timeout).await?;
     Ok((opts, pool))
-}
-
-impl WorkerArgs {
-    /// The worker options these flags describe.
-    pub fn options(&self, command: &'static str) -> WorkerOptions {
-        WorkerOptions {
-            batch_size: self.batch_size,
-            lease: self.lease,
-            retry: RetryPolicy {
-                max_attempts: self.max_attempts,
-                base: self.retry_base.min(self.retry_max),
-                cap: self.retry_max,
-            },
-            retain_done: self.retain_done,
-            fault_score_delay: self.fault_score_delay,
-            null_scorer: self.bench_null_scorer,
-            command,
-            ..WorkerOptions::default()
-        }
-    }
 }
 
 /// The embedding provider the flags describe (one per process: it keeps

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod db;
 pub mod embeddings;
 pub mod matching;

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.log_format == matchmaker::telemetry::LogFormat::Json;
-    let result = runtime.block_on(matchmaker::commands::dispatch(cli.command));
+    let result = runtime.block_on(cli.command.run());
     // A scoring task abandoned by a hard stop must not delay the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {

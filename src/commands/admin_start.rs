@@ -1,6 +1,6 @@
 //! `matchmaker admin-start-matching`: enqueue a whole event.
 
-use crate::cli::{parse_duration_min_1s, DbArgs, WorkerArgs};
+use crate::config::{parse_duration_min_1s, DbArgs, WorkerArgs};
 use crate::store::{events, jobs, queue};
 use crate::worker;
 use anyhow::{Context, Result};

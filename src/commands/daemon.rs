@@ -8,7 +8,7 @@
 //! asked and none is running, remembers a request that arrives during a
 //! drain, logs the drain's outcome, and waits for it on shutdown.
 
-use crate::cli::{parse_duration_min_1s, DbArgs, WorkerArgs};
+use crate::config::{parse_duration_min_1s, DbArgs, WorkerArgs};
 use crate::store::events;
 use crate::telemetry::error_chain;
 use crate::worker::{self, RunSummary, StopReason};

@@ -1,6 +1,6 @@
 //! `matchmaker migrate`: applies the embedded migrations.
 
-use crate::cli::DbArgs;
+use crate::config::DbArgs;
 use anyhow::{Context, Result};
 
 /// The migrations in `migrations/`, embedded in the binary.

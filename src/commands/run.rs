@@ -1,6 +1,6 @@
 //! `matchmaker run`: one cron invocation.
 
-use crate::cli::{parse_duration_min_1s, DbArgs, WorkerArgs};
+use crate::config::{parse_duration_min_1s, DbArgs, WorkerArgs};
 use crate::store::events;
 use crate::worker;
 use anyhow::Result;

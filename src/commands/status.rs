@@ -1,6 +1,6 @@
 //! `matchmaker status`: queue and job state, for people or (`--json`) machines.
 
-use crate::cli::DbArgs;
+use crate::config::DbArgs;
 use crate::store::events;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};

@@ -1,7 +1,7 @@
 //! `matchmaker worker-role`: creates (or updates) the login role the worker
 //! runs as, a member of `matchmaker_worker` and nothing more.
 
-use crate::cli::DbArgs;
+use crate::config::DbArgs;
 use crate::store::roles;
 use anyhow::Result;
 

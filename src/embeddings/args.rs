@@ -5,7 +5,7 @@ use super::client::{
     redact_url_str, ApiKey, Provider, ProviderConfig, DEFAULT_MAX_INPUTS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL,
 };
 use super::MAX_DIMENSIONS;
-use crate::cli::parse_duration_nonzero;
+use crate::config::parse_duration_nonzero;
 use anyhow::Result;
 use std::fmt;
 use std::time::Duration;
