@@ -13,3 +13,4 @@ pub mod matches;
 pub mod queue;
 pub mod roles;
 pub mod snapshot;
+pub mod status;

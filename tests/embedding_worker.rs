@@ -10,7 +10,8 @@ mod common;
 use common::provider::{FakeProvider, Mode, DIMS, KEY};
 use common::*;
 use matchmaker::commands::migrate::MIGRATOR;
-use matchmaker::commands::status;
+use matchmaker::commands::status::render;
+use matchmaker::store::status;
 use matchmaker::worker::{self, RunSummary, WorkerOptions};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -118,7 +119,7 @@ async fn attendees_without_embeddings_get_provider_vectors_once(pool: PgPool) {
         .expect("run in status");
     assert_eq!(r["embedding_calls"], 3);
     assert_eq!(r["embedding_cache_misses"], 30);
-    let text = status::render(&st);
+    let text = render(&st);
     assert!(
         text.contains("embeddings: 30 asked, cache 0 hit(s) / 30 miss(es), 3 provider call(s)"),
         "{text}"
@@ -265,7 +266,7 @@ async fn while_the_provider_is_down_hybrid_matches_without_it_and_cosine_waits(p
         }
     }
     assert_eq!(matched_users(&pool, c).await, 0);
-    let text = status::render(&status::read(&pool, None, 50).await.expect("status"));
+    let text = render(&status::read(&pool, None, 50).await.expect("status"));
     assert!(text.contains("waiting for an embedding"), "{text}");
 
     // The provider comes back: once the rows are processed, the lists are
