@@ -74,7 +74,6 @@ $$;
 -- It reads only the caller's own settings, so anyone may call it.
 CREATE FUNCTION matchmaker_auth_uid() RETURNS uuid
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(
         nullif(current_setting('request.jwt.claim.sub', true), ''),
@@ -91,7 +90,6 @@ $$;
 CREATE FUNCTION matchmaker_secure_table(p_table regclass, p_worker text, p_worker_owned boolean)
 RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     r name;
@@ -133,7 +131,6 @@ $$;
 -- policies: matchmaker_attendee, plus `authenticated` where it exists.
 CREATE FUNCTION matchmaker_attendee_roles() RETURNS text
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT string_agg(quote_ident(rolname), ', ' ORDER BY rolname)
       FROM pg_roles WHERE rolname IN ('matchmaker_attendee', 'authenticated')
@@ -176,6 +173,41 @@ CREATE INDEX user_matches_user ON user_matches (user_id);
 CREATE INDEX event_participants_user ON event_participants (user_id);
 CREATE INDEX match_exclusions_user ON match_exclusions (user_id);
 
+-- Whether the signed-in attendee and `p_user` both attend `p_event` (the
+-- exclusion policy below). SECURITY DEFINER because an attendee cannot see
+-- other participants' rows; it answers only for events the caller attends,
+-- so it tells nobody anything about an event of which they are not part.
+CREATE FUNCTION matchmaker_attends_with_me(p_event uuid, p_user uuid) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+AS $$
+    SELECT EXISTS (SELECT 1 FROM event_participants
+                    WHERE event_id = p_event AND user_id = matchmaker_auth_uid() AND status = 'active')
+       AND EXISTS (SELECT 1 FROM event_participants WHERE event_id = p_event AND user_id = p_user)
+$$;
+
+-- At most this many exclusions per attendee and event. Each exclusion takes
+-- the event's lock until its transaction commits (see the triggers), so
+-- without a bound one request inserting thousands of rows would hold the
+-- event still for as long as it lasts; 500 is far beyond a real block list.
+CREATE FUNCTION matchmaker_exclusion_limit() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+AS $$
+BEGIN
+    -- A row-level BEFORE trigger sees the rows this statement inserted
+    -- before this one, so one multi-row INSERT cannot slip past the bound.
+    IF (SELECT count(*) FROM match_exclusions
+         WHERE event_id = NEW.event_id AND user_id = NEW.user_id) >= 500 THEN
+        RAISE EXCEPTION 'attendee % already has 500 exclusions in event %', NEW.user_id, NEW.event_id
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER match_exclusions_limit
+    BEFORE INSERT ON match_exclusions
+    FOR EACH ROW EXECUTE FUNCTION matchmaker_exclusion_limit();
+
 -- The attendee's grants and policies. `(select matchmaker_auth_uid())` is
 -- evaluated once per statement (an init plan), not once per row.
 DO $$
@@ -205,8 +237,8 @@ BEGIN
     -- match_exclusions: "block this person" / "we already met", as
     -- themselves only: an attendee reads, adds and removes the exclusions
     -- they made (never those made against them), and adds them only in an
-    -- event they are an active attendee of (the EXISTS reads their own
-    -- participant row, which their policy above lets them see). The
+    -- event they are an active attendee of, against someone who attends it
+    -- too (so no request can flood the queue with made-up ids). The
     -- triggers then drop the pair and enqueue both, with the owner's rights.
     EXECUTE format('GRANT SELECT, INSERT (event_id, user_id, excluded_user_id), DELETE
                       ON match_exclusions TO %s', attendees);
@@ -215,10 +247,7 @@ BEGIN
     EXECUTE format($p$CREATE POLICY matchmaker_attendee_adds_own_exclusions ON match_exclusions
                       FOR INSERT TO %s WITH CHECK (
                           user_id = (SELECT matchmaker_auth_uid())
-                          AND EXISTS (SELECT 1 FROM event_participants p
-                                       WHERE p.event_id = match_exclusions.event_id
-                                         AND p.user_id = (SELECT matchmaker_auth_uid())
-                                         AND p.status = 'active'))$p$, attendees);
+                          AND matchmaker_attends_with_me(event_id, excluded_user_id))$p$, attendees);
     EXECUTE format($p$CREATE POLICY matchmaker_attendee_removes_own_exclusions ON match_exclusions
                       FOR DELETE TO %s USING (user_id = (SELECT matchmaker_auth_uid()))$p$, attendees);
 END
@@ -246,7 +275,6 @@ RETURNS TABLE (
     updated_at        timestamptz
 )
 LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT m.rank, m.matched_user_id, p.display_name, p.role, p.company,
            m.score, m.reasons, m.algorithm_version, m.id, m.updated_at
@@ -261,21 +289,14 @@ $$;
 -- The triggers do the worker's bookkeeping on behalf of whoever wrote the
 -- row: an attendee's own edit or block must still enqueue work and drop the
 -- affected matches, which the attendee has no right to do. They run with
--- their owner's rights; search_path is pinned (pg_catalog first) so a
--- caller's objects cannot shadow ours. The stamp triggers only set a column
--- of the row being written and stay with the caller's rights.
-ALTER FUNCTION matchmaker_participant_changed() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_participant_deleted() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_exclusion_changed() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_event_changed() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_matches_written() SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_stamp_change() SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_stamp_participant() SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_enqueue(uuid, uuid[], text, smallint) SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_remove_attendee(uuid, uuid) SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_bump_event(uuid) SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_event_fingerprint(uuid) SET search_path = pg_catalog, public, pg_temp;
-ALTER FUNCTION matchmaker_lock_key(uuid) SET search_path = pg_catalog, public, pg_temp;
+-- their owner's rights (their search_path is pinned below, as every one of
+-- our functions'). The stamp triggers only set a column of the row being
+-- written and stay with the caller's rights.
+ALTER FUNCTION matchmaker_participant_changed() SECURITY DEFINER;
+ALTER FUNCTION matchmaker_participant_deleted() SECURITY DEFINER;
+ALTER FUNCTION matchmaker_exclusion_changed() SECURITY DEFINER;
+ALTER FUNCTION matchmaker_event_changed() SECURITY DEFINER;
+ALTER FUNCTION matchmaker_matches_written() SECURITY DEFINER;
 
 -- Functions: PostgreSQL grants EXECUTE to PUBLIC, and Supabase's default
 -- privileges to anon and authenticated, so every one of ours is revoked and
@@ -284,16 +305,19 @@ ALTER FUNCTION matchmaker_lock_key(uuid) SET search_path = pg_catalog, public, p
 -- Later migrations that add functions call this again.
 CREATE FUNCTION matchmaker_secure_functions() RETURNS void
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
     f regprocedure;
     r name;
 BEGIN
     FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
-              WHERE p.pronamespace = 'public'::regnamespace
+              WHERE p.pronamespace = current_schema()::regnamespace
                 AND (p.proname LIKE 'matchmaker\_%' OR p.proname IN ('my_matches'))
     LOOP
+        -- The schema these migrations run in (`public`, normally), after
+        -- pg_catalog so that no object of a caller's can stand in for a
+        -- built-in, and pg_temp last.
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp', f, current_schema());
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
         FOR r IN SELECT rolname FROM pg_roles
                   WHERE rolname IN ('anon', 'authenticated', 'service_role', 'matchmaker_attendee', 'matchmaker_worker')
@@ -314,6 +338,10 @@ BEGIN
     -- my_matches() is the attendee's read path.
     EXECUTE format('GRANT EXECUTE ON FUNCTION matchmaker_auth_uid() TO %s', attendees);
     EXECUTE format('GRANT EXECUTE ON FUNCTION my_matches(uuid) TO %s', attendees);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION matchmaker_attends_with_me(uuid, uuid) TO %s', attendees);
+    -- Not left to PUBLIC's default USAGE on the schema, which a hardened
+    -- database may have revoked.
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO matchmaker_worker, %s', current_schema(), attendees);
 END
 $$;
 

@@ -133,27 +133,28 @@ pub const TRANSACTION_POOLER: &str = "DATABASE_URL leads to a connection pooler 
      across transactions, so connect directly or through the session pooler (port 5432)";
 
 /// Refuses a transaction-mode (or statement-mode) pooler in front of the
-/// database.
+/// database, given two fresh client connections `a` and `b` with nothing
+/// set on them yet (behind such a pooler a `SET` would stay on a server
+/// session that other clients then get).
 ///
-/// Two client connections `a` and `b` of the pool: `a` asks for its server
-/// session's pid, `b` opens a transaction and asks for its own, `a` asks
-/// again. Connected directly or through a session-mode pooler, each client
-/// connection owns one server session for its whole life, so `a` sees the
-/// same pid twice and `b` another one: this can never refuse them. Behind a
-/// transaction-mode pooler `a` owns no session between its statements: the
-/// pooler gives `b`'s transaction an idle session, which after `a`'s first
-/// statement is the one `a` just gave back (PgBouncer reuses the most
-/// recently released one), and `a` then gets another one. Three rounds
-/// leave a pooler that picks sessions some other way little chance.
-pub async fn refuse_transaction_pooler(pool: &PgPool) -> Result<()> {
+/// `a` asks for its server session's pid, `b` opens a transaction and asks
+/// for its own, `a` asks again. Connected directly or through a
+/// session-mode pooler, each client connection owns one server session for
+/// its whole life, so `a` sees the same pid twice and `b` another one: this
+/// can never refuse them. Behind a transaction-mode pooler `a` owns no
+/// session between its statements: the pooler gives `b`'s transaction an
+/// idle session, which after `a`'s first statement is the one `a` just gave
+/// back (PgBouncer reuses the most recently released one), and `a` then
+/// gets another one. Three rounds leave a pooler that picks sessions some
+/// other way little chance.
+pub async fn refuse_transaction_pooler(a: &mut PgConnection, b: &mut PgConnection) -> Result<()> {
     let probe = async {
-        let mut a = pool.acquire().await?;
         for _ in 0..3 {
-            let first = backend_pid(&mut a).await?;
-            let mut b = pool.begin().await?;
-            let other = backend_pid(&mut b).await?;
-            let again = backend_pid(&mut a).await?;
-            b.commit().await?;
+            let first = backend_pid(a).await?;
+            b.execute("BEGIN").await?;
+            let other = backend_pid(b).await?;
+            let again = backend_pid(a).await?;
+            b.execute("COMMIT").await?;
             if first != again || other == first {
                 return Ok::<bool, sqlx::Error>(true);
             }
@@ -250,11 +251,11 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Opens a pool after one direct connection attempt, so that a refused
-/// connection, a wrong password or an untrusted certificate is reported as
-/// such at once rather than as a pool timeout; every session gets the
-/// limits, and a transaction-mode pooler is refused (see
-/// [`refuse_transaction_pooler`]).
+/// Opens a pool after two direct connections, which report a refused
+/// connection, a wrong password or an untrusted certificate as such at once
+/// rather than as a pool timeout, and refuse a transaction-mode pooler (see
+/// [`refuse_transaction_pooler`]) before any session setting is made; every
+/// session of the pool gets the limits.
 pub async fn connect(
     opts: &PgConnectOptions,
     limits: SessionLimits,
@@ -262,17 +263,22 @@ pub async fn connect(
     connect_timeout: Duration,
 ) -> Result<PgPool> {
     let target = format!("{}:{}", opts.get_host(), opts.get_port());
-    let first = tokio::time::timeout(connect_timeout, PgConnection::connect_with(opts))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!("cannot connect to the database at {target}: no answer within {connect_timeout:?}")
-        })?
-        .map_err(|e| anyhow::anyhow!("cannot connect to the database at {target}: {}", one_line(&e)))?;
-    let _ = first.close().await;
+    let bare = || async {
+        tokio::time::timeout(connect_timeout, PgConnection::connect_with(opts))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("cannot connect to the database at {target}: no answer within {connect_timeout:?}")
+            })?
+            .map_err(|e| anyhow::anyhow!("cannot connect to the database at {target}: {}", one_line(&e)))
+    };
+    let (mut a, mut b) = (bare().await?, bare().await?);
+    let probe = refuse_transaction_pooler(&mut a, &mut b).await;
+    let _ = a.close().await;
+    let _ = b.close().await;
+    probe?;
     let sql: std::sync::Arc<str> = session_sql(limits, &[]).into();
     let pool = PgPoolOptions::new()
-        // The pooler check needs two connections at once.
-        .max_connections(max_connections.max(2))
+        .max_connections(max_connections)
         .acquire_timeout(connect_timeout)
         .after_connect(move |conn, _| {
             let sql = sql.clone();
@@ -290,7 +296,6 @@ pub async fn connect(
                 anyhow::anyhow!("cannot connect to the database at {target}: {}", one_line(&e))
             }
         })?;
-    refuse_transaction_pooler(&pool).await?;
     Ok(pool)
 }
 

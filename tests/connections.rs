@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use rand::SeedableRng;
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use std::process::{Command, Output};
 
 fn matchmaker(url: &str, args: &[&str]) -> Output {
@@ -87,6 +87,20 @@ async fn a_transaction_mode_pooler_is_refused_before_any_row_is_touched(pool: Pg
     .await
     .unwrap();
     assert_eq!(untouched, (30, 30, 0));
+    // Nothing of ours stayed behind on the pooler's shared server sessions
+    // (the check runs before any SET).
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let mut plain = sqlx::PgConnection::connect_with(&opts.extra_float_digits(None))
+        .await
+        .unwrap();
+    for setting in ["statement_timeout", "lock_timeout", "idle_session_timeout"] {
+        let row = sqlx::Executor::fetch_one(&mut plain, format!("SHOW {setting}").as_str())
+            .await
+            .unwrap();
+        let value: String = sqlx::Row::get(&row, 0);
+        assert_eq!(value, "0", "{setting} leaked onto a pooled session");
+    }
+    drop(plain);
     close_pooled_sessions(&pool).await;
 }
 

@@ -303,6 +303,33 @@ async fn an_attendees_own_block_and_edit_enqueue_work_and_my_matches_shows_the_r
     assert!(got.iter().all(|(_, m, _, _)| *m != first));
 }
 
+/// Each exclusion takes the event's lock until commit, so one attendee's
+/// list of them is bounded, even within one multi-row INSERT.
+#[tokio::test]
+async fn exclusions_per_attendee_are_bounded() {
+    let pool = access::supabase_database().await;
+    access::migrate(&pool, None).await;
+    let ev = create_event(&pool, "bounded", "hybrid-v1", 3).await;
+    let me = Uuid::new_v4();
+    let insert = |n: i32| {
+        sqlx::query(
+            "INSERT INTO match_exclusions (event_id, user_id, excluded_user_id)
+             SELECT $1, $2, gen_random_uuid() FROM generate_series(1, $3)",
+        )
+        .bind(ev)
+        .bind(me)
+        .bind(n)
+    };
+    let too_many = insert(501).execute(&pool).await;
+    assert!(
+        matches!(&too_many, Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("54000")),
+        "{too_many:?}"
+    );
+    insert(500).execute(&pool).await.expect("500 exclusions are allowed");
+    let one_more = insert(1).execute(&pool).await;
+    assert!(one_more.is_err(), "{one_more:?}");
+}
+
 /// Realtime: user_matches is published, and a deleted row carries only
 /// (event_id, id), never the pair, to subscribers RLS cannot filter.
 #[tokio::test]
@@ -369,10 +396,48 @@ async fn worker_role_creates_a_least_privilege_login_that_drains_an_event() {
     // Running it again keeps the role and changes nothing else.
     let o = matchmaker(&admin, &["worker-role", "--login", "matchmaker_sb_worker"], &[]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("already existed"));
-    // A role that bypasses RLS is refused.
-    let o = matchmaker(&admin, &["worker-role", "--login", "service_role"], &[]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bypasses row-level security"));
+    // Roles that would hand the worker's rights to someone else are refused:
+    // Supabase's own, and any existing role that is not a plain login.
+    for (role, setup, why) in [
+        ("anon", None, "role of Supabase's"),
+        ("service_role", None, "role of Supabase's"),
+        (
+            "mm_test_group",
+            Some("CREATE ROLE mm_test_group NOLOGIN"),
+            "is a group role",
+        ),
+        (
+            "mm_test_creator",
+            Some("CREATE ROLE mm_test_creator LOGIN CREATEDB"),
+            "may create roles or databases",
+        ),
+        (
+            "mm_test_member",
+            Some("CREATE ROLE mm_test_member LOGIN IN ROLE authenticated"),
+            "member of other roles",
+        ),
+        (
+            "mm_test_parent",
+            Some("CREATE ROLE mm_test_parent LOGIN ROLE authenticator"),
+            "has members",
+        ),
+    ] {
+        if let Some(sql) = setup {
+            // Roles are cluster-wide: an earlier run may have left it.
+            sqlx::query(&format!("DROP ROLE IF EXISTS {role}")).execute(&pool).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        let o = matchmaker(&admin, &["worker-role", "--login", role], &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{role}: {err}");
+        assert!(err.contains(why), "{role}: {err}");
+        let member: bool = sqlx::query_scalar("SELECT pg_has_role($1, 'matchmaker_worker', 'MEMBER')")
+            .bind(role)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(!member, "{role} was made a worker");
+    }
 
     let ca = std::env::var("MATCHMAKER_TEST_TLS_CA").expect("MATCHMAKER_TEST_TLS_CA");
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);

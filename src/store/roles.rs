@@ -25,8 +25,15 @@ pub struct WorkerLogin {
 /// Creates the login role `name` (or takes the existing one), makes it a
 /// member of [`WORKER_GROUP`] and, with a password, sets it as a SCRAM
 /// verifier computed here, so the password itself never reaches the server
-/// (nor its statement log). Refuses a superuser or BYPASSRLS role: a worker
-/// role must be subject to the policies. One transaction.
+/// (nor its statement log). One transaction.
+///
+/// An existing role is taken only if it is what this function makes: a
+/// plain login role with no attribute (superuser, CREATEROLE, CREATEDB,
+/// REPLICATION, BYPASSRLS), a member of no role but [`WORKER_GROUP`], with
+/// no members and owning nothing. Anything else (`anon`, `authenticated`,
+/// the owner, a group role) would hand the worker's rights to whoever can
+/// use that role, so it is refused, as are the names of Supabase's and our
+/// own roles.
 pub async fn ensure_worker_login(conn: &mut PgConnection, name: &str, password: Option<&str>) -> Result<WorkerLogin> {
     if !valid_role_name(name) {
         anyhow::bail!(
@@ -43,19 +50,36 @@ pub async fn ensure_worker_login(conn: &mut PgConnection, name: &str, password: 
     if group.is_none() {
         anyhow::bail!("role {WORKER_GROUP} does not exist: run `matchmaker migrate` first");
     }
-    let existing = sqlx::query("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await
-        .context("looking up the role")?;
+    if reserved_role_name(name) {
+        anyhow::bail!("{name} is a role of Supabase's, PostgreSQL's or matchmaker's own; pick another name");
+    }
+    // Why an existing role is not a plain worker login, if it is not.
+    let existing = sqlx::query(
+        "SELECT CASE
+                    WHEN r.rolsuper OR r.rolbypassrls THEN 'is a superuser or bypasses row-level security'
+                    WHEN r.rolcreaterole OR r.rolcreatedb OR r.rolreplication
+                        THEN 'may create roles or databases, or replicate'
+                    WHEN NOT r.rolcanlogin THEN 'is a group role (it cannot log in)'
+                    WHEN EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.roleid = r.oid)
+                        THEN 'has members, who would get the worker''s rights'
+                    WHEN EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                                  WHERE m.member = r.oid AND g.rolname <> $2)
+                        THEN 'is a member of other roles'
+                    WHEN EXISTS (SELECT 1 FROM pg_shdepend d WHERE d.refobjid = r.oid AND d.deptype = 'o')
+                        THEN 'owns objects'
+                END
+           FROM pg_roles r WHERE r.rolname = $1",
+    )
+    .bind(name)
+    .bind(WORKER_GROUP)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("looking up the role")?;
     let created = match existing {
         Some(row) => {
-            let (superuser, bypass): (bool, bool) = (row.try_get(0)?, row.try_get(1)?);
-            if superuser || bypass {
-                anyhow::bail!(
-                    "role {name} is a superuser or bypasses row-level security; the worker must not be: \
-                     pick another name"
-                );
+            let problem: Option<String> = row.try_get(0)?;
+            if let Some(why) = problem {
+                anyhow::bail!("role {name} {why}; the worker's role must be a plain login: pick another name");
             }
             false
         }
@@ -130,6 +154,17 @@ async fn format_sql(conn: &mut PgConnection, template: &str, name: &str, value: 
     q.fetch_one(conn).await.context("quoting the role statement")
 }
 
+/// Names that belong to Supabase (its API roles, its admin roles), to
+/// PostgreSQL, or to matchmaker's own group roles.
+fn reserved_role_name(name: &str) -> bool {
+    matches!(
+        name,
+        "anon" | "authenticated" | "service_role" | "authenticator" | "postgres" | "dashboard_user" | "pgbouncer"
+    ) || ["supabase_", "matchmaker_worker", "matchmaker_attendee", "pg_"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
 /// A role name that needs no quoting to be read back (and is one
 /// PostgreSQL accepts unquoted).
 fn valid_role_name(name: &str) -> bool {
@@ -142,12 +177,12 @@ fn valid_role_name(name: &str) -> bool {
 
 /// The `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` verifier
 /// PostgreSQL stores for a password (RFC 5802 and 7677; what psql's
-/// `\password` sends). PostgreSQL SASLprep-normalises the password first;
-/// that is the identity for ASCII, and for other text it falls back to the
-/// raw bytes when normalisation fails, so non-ASCII passwords should be
-/// NFKC-normalised by whoever chooses them.
+/// `\password` sends). The password is SASLprep-normalised first, as
+/// PostgreSQL and libpq do, falling back to the raw bytes where SASLprep
+/// refuses the text (as they do too).
 pub fn scram_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
-    let salted = pbkdf2_sha256(password.as_bytes(), salt, iterations);
+    let prepared = stringprep::saslprep(password).unwrap_or(std::borrow::Cow::Borrowed(password));
+    let salted = pbkdf2_sha256(prepared.as_bytes(), salt, iterations);
     let client_key = hmac_sha256(&salted, b"Client Key");
     let stored_key = Sha256::digest(client_key);
     let server_key = hmac_sha256(&salted, b"Server Key");
@@ -203,6 +238,11 @@ mod tests {
         assert!(head.1.starts_with("4096:"));
         assert_eq!(keys.split(':').count(), 2);
         assert_ne!(v, scram_verifier("pencil", &[8u8; 16], 4096), "the salt matters");
+        // SASLprep maps a non-breaking space to a space, as the server does.
+        assert_eq!(
+            scram_verifier("a\u{a0}b", &[7u8; 16], 16),
+            scram_verifier("a b", &[7u8; 16], 16)
+        );
     }
 
     #[test]
@@ -212,5 +252,16 @@ mod tests {
         for bad in ["", "App", "1abc", "a-b", "pg_worker", "x\"; DROP", &"a".repeat(64)] {
             assert!(!valid_role_name(bad), "{bad:?}");
         }
+        for reserved in [
+            "anon",
+            "authenticated",
+            "service_role",
+            "postgres",
+            "supabase_admin",
+            "matchmaker_worker",
+        ] {
+            assert!(reserved_role_name(reserved), "{reserved}");
+        }
+        assert!(!reserved_role_name("matchmaker_app"));
     }
 }

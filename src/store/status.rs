@@ -210,4 +210,3 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
         runs,
     })
 }
-
