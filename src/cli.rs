@@ -1,7 +1,7 @@
 //! The command line: one clap enum, every flag also readable from the
 //! environment.
 
-use crate::commands::{self, admin_start, daemon, migrate, run, status, worker_role};
+use crate::commands::{admin_start, daemon, migrate, run, status, worker_role};
 use crate::db;
 use crate::telemetry::error_chain;
 use crate::telemetry::LogFormat;
@@ -66,13 +66,9 @@ impl Command {
             Command::Daemon(a) => daemon::run(a).await,
             Command::WorkerRole(a) => worker_role::run(a).await,
         };
-        result.map_err(|e| {
-            let mut message = error_chain(&e);
-            if commands::missing_schema(&e) {
-                message.push_str(" (the schema is missing or out of date: run `matchmaker migrate` first)");
-            }
-            anyhow::anyhow!(db::scrub(&message, &url))
-        })
+        // The store's errors say what to do themselves (a missing schema:
+        // migrate first); the chain goes on one line, without the password.
+        result.map_err(|e| anyhow::anyhow!(db::scrub(&error_chain(&e), &url)))
     }
 }
 

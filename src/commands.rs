@@ -14,14 +14,6 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-/// Whether an error says a table or function of ours does not exist.
-pub fn missing_schema(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| match c.downcast_ref::<sqlx::Error>() {
-        Some(sqlx::Error::Database(d)) => matches!(d.code().as_deref(), Some("42P01" | "42883" | "42703")),
-        _ => false,
-    })
-}
-
 /// Connects for a command: parsed options (for the worker's lock connection)
 /// and a pool.
 pub async fn connect(args: &DbArgs, max_connections: u32) -> Result<(PgConnectOptions, PgPool)> {

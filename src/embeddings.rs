@@ -14,7 +14,7 @@
 //!
 //! - [`text`]: the versioned template ([`TEMPLATE_VERSION`]), normalisation,
 //!   the cache key, the token estimate, the request plan.
-//! - [`cache`]: the PostgreSQL cache (one read and one write per round trip).
+//! - `store::embedding_cache`: the PostgreSQL cache (one read and one write per round trip).
 //! - [`client`]: the OpenAI-compatible HTTP call, the secret-safe
 //!   [`ApiKey`], and the validation of responses.
 //! - [`retry`], [`breaker`]: backoff, `Retry-After`, the circuit breaker.
@@ -35,7 +35,7 @@
 //! `sha256(model, dimensions, template version, normalised text)` in hex,
 //! each part length-prefixed ([`text::cache_key`]); the table's primary key
 //! is `(model, dimensions, content_hash)`, with `dimensions = 0` for "no
-//! `dimensions` parameter sent" ([`cache::dimensions_column`]). The text that
+//! `dimensions` parameter sent" ([`crate::store::embedding_cache::dimensions_column`]). The text that
 //! is hashed is exactly the text that is sent, so a key always names the
 //! same request. Vectors are shared across events, runs and workers: an
 //! unchanged profile never costs a second call.
@@ -87,7 +87,6 @@
 pub mod args;
 pub mod attach;
 pub mod breaker;
-pub mod cache;
 pub mod client;
 pub mod retry;
 pub mod text;
@@ -310,7 +309,7 @@ impl Embedder {
         deadline: Option<Instant>,
     ) -> Result<Vec<Result<Arc<[f32]>, EmbedError>>> {
         let model = self.provider.model();
-        let dims = cache::dimensions_column(self.provider.dimensions());
+        let dims = crate::store::embedding_cache::dimensions_column(self.provider.dimensions());
 
         // 1. Distinct texts; `slot[i]` is input i's text.
         let mut uniques: Vec<Unique> = Vec::new();
@@ -332,7 +331,7 @@ impl Embedder {
 
         // 2. The cache, in one round trip.
         let keys: Vec<String> = uniques.iter().map(|u| u.key.clone()).collect();
-        let mut cached = cache::lookup(pool, model, dims, &keys).await?;
+        let mut cached = crate::store::embedding_cache::lookup(pool, model, dims, &keys).await?;
         let mut results: Vec<Option<VectorResult>> = Vec::with_capacity(uniques.len());
         let mut misses = Vec::new();
         for (i, u) in uniques.iter().enumerate() {
@@ -385,7 +384,7 @@ impl Embedder {
                     }
                     // 4. Cache what was paid for, at once. A failed write
                     // costs a second call some day, not this run's vectors.
-                    match cache::store(pool, model, dims, &fresh).await {
+                    match crate::store::embedding_cache::store(pool, model, dims, &fresh).await {
                         Ok(n) => lock(&self.stats).vectors_cached += n,
                         Err(e) => {
                             lock(&self.stats).cache_write_errors += 1;

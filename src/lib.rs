@@ -24,3 +24,5 @@ pub mod matching;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
+
+pub use store::schema::MIGRATOR;

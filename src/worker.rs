@@ -47,6 +47,7 @@ use crate::store::jobs::{self, RunTotals};
 use crate::store::matches::{self, Diff, Upsert};
 use crate::store::queue::{self, ClaimedRow, GiveBack, RetryPolicy};
 use crate::store::snapshot::{self, MatchRow, Read, SettingsRow, Since};
+use crate::store::{DbResult, StoreError};
 use crate::telemetry::error_chain;
 use anyhow::{Context, Result};
 use sqlx::postgres::PgConnectOptions;
@@ -744,7 +745,7 @@ impl Worker {
         self.lock_conn = None;
         self.cache.remove(&event);
         let msg = error_chain(&e);
-        let conflict = queue::is_lock_conflict(&e);
+        let conflict = StoreError::is_lock_conflict(&e);
         let innocent: HashSet<i64> = std::mem::take(&mut self.innocent).into_iter().collect();
         warn!(event.id = %event, error = %msg, lock_conflict = conflict, "batch failed; its rows go back to the queue");
         let attempt = async {
@@ -1058,7 +1059,7 @@ impl Worker {
         }
         // The lock connection runs with a short lock_timeout (see
         // `lock_conn`), so this never waits long on an application's lock.
-        let mut tx = conn.begin().await.context("starting the write")?;
+        let mut tx = conn.begin().await.db("starting the write")?;
         matches::apply(&mut tx, event, algorithm, &scored.diff).await?;
         let retried = queue::give_back(&mut tx, &failed_ids, &worker_id, GiveBack::Retry(&errors, policy)).await?;
         let released = queue::give_back(&mut tx, &release, &worker_id, GiveBack::Release).await?;
@@ -1085,7 +1086,7 @@ impl Worker {
             scored.done.len()
         );
         let version = recorded.version;
-        tx.commit().await.context("committing the batch")?;
+        tx.commit().await.db("committing the batch")?;
 
         self.totals.processed += processed;
         self.totals.failed += failed as i64;

@@ -105,7 +105,7 @@ async fn commands_before_migrate_say_to_migrate(pool: PgPool) {
     }
     let o = matchmaker(Some(&url), &["migrate"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let all = matchmaker::commands::migrate::MIGRATOR.iter().count();
+    let all = matchmaker::MIGRATOR.iter().count();
     assert!(all >= 3, "the role/bio trigger migration is embedded");
     assert!(
         stdout(&o).contains(&format!("applied {all} migration(s)")),
@@ -116,7 +116,7 @@ async fn commands_before_migrate_say_to_migrate(pool: PgPool) {
     assert!(stdout(&o).contains("nothing applied"), "{}", stdout(&o));
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn unknown_events_are_clear_errors(pool: PgPool) {
     let url = worker_url(&pool).await;
     for args in [
@@ -134,7 +134,7 @@ async fn unknown_events_are_clear_errors(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn admin_start_is_a_no_op_on_an_unchanged_completed_event(pool: PgPool) {
     let url = worker_url(&pool).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
@@ -199,7 +199,7 @@ async fn admin_start_is_a_no_op_on_an_unchanged_completed_event(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn run_meets_its_deadline_when_scoring_is_slow(pool: PgPool) {
     let url = worker_url(&pool).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
@@ -253,7 +253,7 @@ async fn run_meets_its_deadline_when_scoring_is_slow(pool: PgPool) {
     assert_eq!(reason, "deadline");
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn run_meets_its_deadline_when_the_database_hangs(pool: PgPool) {
     let url = worker_url(&pool).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -286,7 +286,7 @@ async fn run_meets_its_deadline_when_the_database_hangs(pool: PgPool) {
 /// What needs the queue's owner degrades with a log line: the worker role
 /// skips ANALYZE after admin-start-matching's enqueue and says so; the owner
 /// does it silently.
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn maintenance_the_worker_role_may_not_do_is_skipped_with_a_log_line(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(12);
     let ev = create_event(&pool, "maint", "hybrid-v1", 3).await;

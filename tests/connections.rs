@@ -59,7 +59,7 @@ async fn event_of(pool: &PgPool, n: usize) -> uuid::Uuid {
     ev
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn a_transaction_mode_pooler_is_refused_before_any_row_is_touched(pool: PgPool) {
     event_of(&pool, 30).await;
     let url = through("MATCHMAKER_TEST_PGBOUNCER_TRANSACTION_URL", &pool).await;
@@ -104,7 +104,7 @@ async fn a_transaction_mode_pooler_is_refused_before_any_row_is_touched(pool: Pg
     close_pooled_sessions(&pool).await;
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn a_session_mode_pooler_drains_an_event_exactly(pool: PgPool) {
     let ev = event_of(&pool, 60).await;
     let url = through("MATCHMAKER_TEST_PGBOUNCER_SESSION_URL", &pool).await;

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn the_daemon_wakes_on_new_rows_and_stops_on_sigterm(pool: PgPool) {
     let url = worker_url(&pool).await;
     let ev = create_event(&pool, "live", "hybrid-v1", 3).await;
@@ -81,7 +81,7 @@ async fn the_daemon_wakes_on_new_rows_and_stops_on_sigterm(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn a_bad_schedule_is_refused(pool: PgPool) {
     let url = worker_url(&pool).await;
     let out = Command::new(env!("CARGO_BIN_EXE_matchmaker"))

@@ -9,10 +9,10 @@ mod common;
 
 use common::provider::{FakeProvider, Mode, DIMS, KEY};
 use common::*;
-use matchmaker::commands::migrate::MIGRATOR;
 use matchmaker::commands::status::render;
 use matchmaker::store::status;
 use matchmaker::worker::{self, RunSummary, WorkerOptions};
+use matchmaker::MIGRATOR;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sqlx::PgPool;

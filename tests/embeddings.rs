@@ -14,12 +14,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use matchmaker::commands::migrate::MIGRATOR;
 use matchmaker::embeddings::text::{estimate_tokens, plan_requests};
 use matchmaker::embeddings::{
-    cache, ApiKey, BreakerState, EmbedError, Embedder, EmbeddingArgs, ProfileText, Provider, ProviderConfig,
-    RetryPolicy,
+    ApiKey, BreakerState, EmbedError, Embedder, EmbeddingArgs, ProfileText, Provider, ProviderConfig, RetryPolicy,
 };
+use matchmaker::store::embedding_cache as cache;
+use matchmaker::MIGRATOR;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::collections::{HashSet, VecDeque};

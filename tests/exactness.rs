@@ -34,7 +34,7 @@ fn seeds() -> Vec<u64> {
     (0..n as u64).map(|i| base * 16 + i).collect()
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn lists_equal_brute_force_after_concurrent_churn_with_killed_workers(pool: PgPool) {
     for seed in seeds() {
         eprintln!("exactness: seed {seed} (replay with EXACTNESS_SEED={seed})");
@@ -47,7 +47,7 @@ async fn lists_equal_brute_force_after_concurrent_churn_with_killed_workers(pool
 /// attendees have no application embedding and get the provider's, late
 /// (held rows, the breaker), so embeddings arrive as profile changes of their
 /// own. The oracle uses the stored provider vectors.
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn lists_equal_brute_force_with_late_provider_embeddings(pool: PgPool) {
     let fake = provider::FakeProvider::start(provider::Mode::Flaky(Duration::from_millis(700))).await;
     for seed in seeds().into_iter().take(2) {
@@ -63,7 +63,7 @@ async fn lists_equal_brute_force_with_late_provider_embeddings(pool: PgPool) {
 /// concurrent workers, each time equal to the brute force bit for bit. The
 /// embeddings come from a few directions plus noise, so many pairs score
 /// within the approximation's error of each other.
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn a_large_cosine_event_is_exact_through_the_approximate_path(pool: PgPool) {
     let seed = seeds()[0];
     eprintln!(

@@ -14,7 +14,7 @@ use sqlx::{Connection, PgPool};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn concurrent_workers_process_every_row_exactly_once(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let mut events = Vec::new();
@@ -79,7 +79,7 @@ async fn concurrent_workers_process_every_row_exactly_once(pool: PgPool) {
     assert_eq!(runs, 4);
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn a_worker_that_lost_its_lock_is_taken_over_and_never_completes_twice(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     let ev = create_event(&pool, "lease", "hybrid-v1", 3).await;
@@ -155,7 +155,7 @@ async fn a_worker_that_lost_its_lock_is_taken_over_and_never_completes_twice(poo
     tx.commit().await.unwrap();
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn a_poison_attendee_fails_after_its_attempts_and_the_rest_is_matched(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let ev = create_event(&pool, "poison", "cosine-v1", 3).await;
@@ -231,7 +231,7 @@ async fn a_poison_attendee_fails_after_its_attempts_and_the_rest_is_matched(pool
     assert_eq!(job, ("completed_with_errors".to_string(), 2));
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn two_claimed_rows_of_one_attendee_go_back_as_one_pending_row(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
     let ev = create_event(&pool, "dup", "hybrid-v1", 3).await;
@@ -272,7 +272,7 @@ async fn two_claimed_rows_of_one_attendee_go_back_as_one_pending_row(pool: PgPoo
     assert_eq!(states, vec![("done".to_string(), 1), ("pending".to_string(), 1)]);
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn rows_locked_by_an_open_transaction_neither_spin_the_worker_nor_starve_other_events(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let busy = create_event(&pool, "busy", "hybrid-v1", 3).await;
@@ -323,7 +323,7 @@ async fn rows_locked_by_an_open_transaction_neither_spin_the_worker_nor_starve_o
     assert_eq!(done, 10, "the other event must not starve");
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn malformed_rows_never_fail_their_neighbours(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     let ev = create_event(&pool, "messy", "hybrid-v1", 3).await;
@@ -392,7 +392,7 @@ async fn malformed_rows_never_fail_their_neighbours(pool: PgPool) {
 /// under its own lease, is being scored: that claim must leave batch i
 /// alone (the takeover of a dead worker's rows would otherwise take it and
 /// spend a second attempt on it), yet still take over a dead worker's rows.
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn a_claim_leaves_the_callers_in_flight_batch_alone(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
     let ev = create_event(&pool, "in-flight", "hybrid-v1", 3).await;

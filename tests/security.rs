@@ -80,7 +80,7 @@ async fn on_supabase_each_role_gets_exactly_what_the_model_allows() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn on_plain_postgres_each_role_gets_exactly_what_the_model_allows(pool: PgPool) {
     create_nobody(&pool).await;
     let people = access::seed(&pool).await;
@@ -103,7 +103,7 @@ async fn on_plain_postgres_each_role_gets_exactly_what_the_model_allows(pool: Pg
 
 /// The checks are not vacuous: with row-level security off on any table an
 /// attendee can reach, they report it.
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn the_checks_fail_when_row_level_security_is_off(pool: PgPool) {
     create_nobody(&pool).await;
     let people = access::seed(&pool).await;
@@ -424,7 +424,10 @@ async fn worker_role_creates_a_least_privilege_login_that_drains_an_event() {
     ] {
         if let Some(sql) = setup {
             // Roles are cluster-wide: an earlier run may have left it.
-            sqlx::query(&format!("DROP ROLE IF EXISTS {role}")).execute(&pool).await.unwrap();
+            sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+                .execute(&pool)
+                .await
+                .unwrap();
             sqlx::query(sql).execute(&pool).await.unwrap();
         }
         let o = matchmaker(&admin, &["worker-role", "--login", role], &[]);

@@ -39,7 +39,7 @@ async fn matched_event(pool: &PgPool, n: usize, k: i16) -> (Uuid, Vec<Uuid>) {
     (ev, users)
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn joins_and_edits_enqueue_one_row_with_the_highest_priority(pool: PgPool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let ev = create_event(&pool, "q", "hybrid-v1", 3).await;
@@ -100,7 +100,7 @@ async fn joins_and_edits_enqueue_one_row_with_the_highest_priority(pool: PgPool)
     assert_eq!(pending(&pool).await, vec![(p.user_id, "profile_updated".into(), 2)]);
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn a_leave_removes_the_attendee_at_once_and_rematches_only_who_lost_them(pool: PgPool) {
     let (ev, users) = matched_event(&pool, 40, 3).await;
     let gone = users[0];
@@ -162,7 +162,7 @@ async fn a_leave_removes_the_attendee_at_once_and_rematches_only_who_lost_them(p
     assert_exact(&pool, ev, "after rejoin").await;
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn an_exclusion_drops_the_pair_both_ways_at_once(pool: PgPool) {
     let (ev, _) = matched_event(&pool, 30, 3).await;
     let (a, b): (Uuid, Uuid) =
@@ -208,7 +208,7 @@ async fn an_exclusion_drops_the_pair_both_ways_at_once(pool: PgPool) {
     assert_eq!(back, 1);
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn settings_changes_rematch_the_event_with_the_new_algorithm(pool: PgPool) {
     let (ev, users) = matched_event(&pool, 30, 3).await;
     sqlx::query("UPDATE events SET name = 'renamed' WHERE id = $1")
@@ -243,7 +243,7 @@ async fn settings_changes_rematch_the_event_with_the_new_algorithm(pool: PgPool)
     assert!(err.is_err());
 }
 
-#[sqlx::test(migrator = "matchmaker::commands::migrate::MIGRATOR")]
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn a_newcomer_rewrites_only_what_it_changes_and_rows_keep_their_identity(pool: PgPool) {
     let (ev, _) = matched_event(&pool, 50, 3).await;
     let before: Vec<(i64, Uuid, Uuid, i16)> =

@@ -63,10 +63,7 @@ pub async fn run(args: Args) -> Result<()> {
     let (connect, pool) = super::connect(&args.db, 6).await?;
     let event: Option<Uuid> = events::resolve(&pool, args.event.as_deref()).await?;
     // Refuse to start (rather than warn every second) without the schema.
-    sqlx::query("SELECT 1 FROM matchmaking_queue LIMIT 0")
-        .execute(&pool)
-        .await
-        .context("checking the schema")?;
+    crate::store::schema::check(&pool).await?;
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
     let tick = wake_tx.clone();
     let job = Job::new_async(args.schedule.as_str(), move |_, _| {

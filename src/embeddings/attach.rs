@@ -60,19 +60,16 @@
 //! The oracle of the tests (`tests/common`) reads the event with the same
 //! rule, so "exact" includes the provider's vectors.
 
-use super::{cache, EmbedError, EmbedStats, Embedder, ProfileText};
+use super::{EmbedError, EmbedStats, Embedder, ProfileText};
+use crate::store::profile_embeddings::{self, NewVector};
 use crate::store::queue::ClaimedRow;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use uuid::Uuid;
-
-/// Bios are cut to this many characters before rendering (the template cuts
-/// the whole text to `text::MAX_TEXT_CHARS` anyway).
-const MAX_BIO_READ: i32 = 20_000;
 
 /// Attendees of a batch that got no provider vector: their claimed rows go
 /// back to the queue after scoring, with `message` as their `last_error`.
@@ -122,19 +119,6 @@ impl Held {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct TextRow {
-    user_id: Uuid,
-    change_xid: String,
-    algorithm: String,
-    role: Option<String>,
-    company: Option<String>,
-    interests: Vec<String>,
-    looking_for: Vec<String>,
-    offering: Vec<String>,
-    bio: Option<String>,
-}
-
 /// Steps 1 to 3 of the module docs for one batch. `stats` gets what the
 /// embedder counted during the call. The provider is given until
 /// `deadline`, but at most half the lease (the batch holds the event lock on
@@ -155,26 +139,7 @@ pub async fn attach(
     if users.is_empty() {
         return Ok(Held::default());
     }
-    let texts: Vec<TextRow> = sqlx::query_as(
-        "SELECT p.user_id, p.change_xid::text AS change_xid, e.algorithm, p.role, p.company,
-                ARRAY(SELECT t FROM unnest(p.interests) t WHERE t IS NOT NULL) AS interests,
-                ARRAY(SELECT t FROM unnest(p.looking_for) t WHERE t IS NOT NULL) AS looking_for,
-                ARRAY(SELECT t FROM unnest(p.offering) t WHERE t IS NOT NULL) AS offering,
-                left(p.bio, $3) AS bio
-           FROM event_participants p JOIN events e ON e.id = p.event_id
-          WHERE p.event_id = $1 AND p.user_id = ANY($2) AND p.status = 'active'
-            AND coalesce(cardinality(p.embedding), 0) = 0
-            AND NOT EXISTS (SELECT 1 FROM matchmaking_profile_embeddings pe
-                             WHERE pe.event_id = p.event_id AND pe.user_id = p.user_id
-                               AND pe.source_xid = p.change_xid)
-          ORDER BY p.user_id",
-    )
-    .bind(event)
-    .bind(&users)
-    .bind(MAX_BIO_READ)
-    .fetch_all(pool)
-    .await
-    .context("reading profile texts to embed")?;
+    let texts = profile_embeddings::texts_to_embed(pool, event, &users).await?;
     if texts.is_empty() {
         return Ok(Held::default());
     }
@@ -198,18 +163,13 @@ pub async fn attach(
     let results = results?;
 
     // Store the vectors, in one statement.
-    let (mut ok_users, mut ok_xids, mut starts, mut lens, mut flat) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut fresh = Vec::new();
     let mut why: HashMap<Uuid, String> = HashMap::new();
     let mut transient: HashSet<Uuid> = HashSet::new();
+    let mut vectors = Vec::new();
     for (t, r) in texts.iter().zip(results) {
         match r {
-            Ok(v) => {
-                ok_users.push(t.user_id);
-                ok_xids.push(t.change_xid.clone());
-                starts.push(i32::try_from(flat.len() + 1).unwrap_or(i32::MAX));
-                lens.push(i32::try_from(v.len()).unwrap_or(i32::MAX));
-                flat.extend_from_slice(&v);
-            }
+            Ok(v) => vectors.push((t, v)),
             Err(e) => {
                 if e.is_transient() {
                     transient.insert(t.user_id);
@@ -218,36 +178,22 @@ pub async fn attach(
             }
         }
     }
-    if !ok_users.is_empty() {
-        let provider = embedder.provider();
-        sqlx::query(
-            "INSERT INTO matchmaking_profile_embeddings AS pe
-                    (event_id, user_id, source_xid, embedding, model, dimensions)
-             SELECT $1, i.user_id, i.xid::xid8, ($5::real[])[i.start : i.start + i.len - 1], $6, $7
-               FROM unnest($2::uuid[], $3::text[], $4::int[], $8::int[]) AS i(user_id, xid, start, len)
-             ON CONFLICT (event_id, user_id) DO UPDATE
-                SET source_xid = EXCLUDED.source_xid, embedding = EXCLUDED.embedding,
-                    model = EXCLUDED.model, dimensions = EXCLUDED.dimensions,
-                    change_xid = pg_current_xact_id(), updated_at = now()",
-        )
-        .bind(event)
-        .bind(&ok_users)
-        .bind(&ok_xids)
-        .bind(&starts)
-        .bind(&flat)
-        .bind(provider.model())
-        .bind(cache::dimensions_column(provider.dimensions()))
-        .bind(&lens)
-        .execute(pool)
-        .await
-        .context("storing attendees' embeddings")?;
+    for (t, v) in &vectors {
+        fresh.push(NewVector {
+            user_id: t.user_id,
+            source_xid: &t.change_xid,
+            vector: v,
+        });
     }
+    let provider = embedder.provider();
+    let dims = crate::store::embedding_cache::dimensions_column(provider.dimensions());
+    profile_embeddings::store(pool, event, provider.model(), dims, &fresh).await?;
     if !why.is_empty() {
         let example = why.values().next().cloned().unwrap_or_default();
-        warn!(event.id = %event, attendees = why.len(), embedded = ok_users.len(),
+        warn!(event.id = %event, attendees = why.len(), embedded = fresh.len(),
               "no embedding for some attendees; their rows go back to the queue: {example}");
     } else {
-        debug!(event.id = %event, embedded = ok_users.len(), "embedded attendees");
+        debug!(event.id = %event, embedded = fresh.len(), "embedded attendees");
     }
     let mut held = Held::default();
     for r in rows {

@@ -1,5 +1,6 @@
 //! Looking events up by id or code.
 
+use super::DbResult;
 use anyhow::{Context, Result};
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -26,7 +27,7 @@ pub async fn find(db: impl PgExecutor<'_>, id_or_code: &str) -> Result<Option<Ev
     .bind(id_or_code.trim())
     .fetch_optional(db)
     .await
-    .context("looking up the event")
+    .db("looking up the event")
 }
 
 /// Like [`find`], but an unknown event is an error that names what was asked for.

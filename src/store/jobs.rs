@@ -1,7 +1,8 @@
 //! `matchmaking_jobs` (progress per event) and `matchmaking_runs` (one row
 //! per worker invocation).
 
-use anyhow::{Context, Result};
+use super::DbResult;
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -83,7 +84,7 @@ pub async fn record_batch(
     .bind(worker)
     .fetch_one(db)
     .await
-    .context("recording job progress")
+    .db("recording job progress")
 }
 
 /// What [`record_batch`] did.
@@ -116,7 +117,7 @@ pub async fn get(db: impl PgExecutor<'_>, event: Uuid) -> Result<Option<Job>> {
         .bind(event)
         .fetch_optional(db)
         .await
-        .context("reading the job")
+        .db("reading the job")
 }
 
 /// The current fingerprint of an event's inputs.
@@ -125,7 +126,7 @@ pub async fn fingerprint(db: impl PgExecutor<'_>, event: Uuid) -> Result<String>
         .bind(event)
         .fetch_one(db)
         .await
-        .context("fingerprinting the event")
+        .db("fingerprinting the event")
 }
 
 /// Creates or resets an event's job for a fresh admin start.
@@ -143,7 +144,7 @@ pub async fn reset(db: impl PgExecutor<'_>, event: Uuid, enqueued: i64, fingerpr
     .bind(fingerprint)
     .execute(db)
     .await
-    .context("resetting the job")?;
+    .db("resetting the job")?;
     Ok(())
 }
 
@@ -183,7 +184,7 @@ pub async fn start_run(
         .bind(event)
         .execute(db)
         .await
-        .context("recording the run")?;
+        .db("recording the run")?;
     Ok(())
 }
 
@@ -221,6 +222,6 @@ pub async fn update_run(
     .bind(saturate_u(e.failed_requests + e.fast_failures))
     .execute(db)
     .await
-    .context("recording run totals")?;
+    .db("recording run totals")?;
     Ok(())
 }

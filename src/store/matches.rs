@@ -1,7 +1,8 @@
 //! Writing `user_matches` as a diff, so rows that did not change keep their
 //! identity (applications attach accept/decline to them).
 
-use anyhow::{Context, Result};
+use super::DbResult;
+use anyhow::Result;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -51,7 +52,7 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, event: Uuid, algorithm: &
         .bind(&matched)
         .execute(&mut **tx)
         .await
-        .context("deleting matches")?;
+        .db("deleting matches")?;
     }
     if !diff.rerank.is_empty() {
         let users: Vec<Uuid> = diff.rerank.iter().map(|r| r.0).collect();
@@ -68,7 +69,7 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, event: Uuid, algorithm: &
         .bind(&ranks)
         .execute(&mut **tx)
         .await
-        .context("re-ranking matches")?;
+        .db("re-ranking matches")?;
     }
     if !diff.upsert.is_empty() {
         let users: Vec<Uuid> = diff.upsert.iter().map(|r| r.user_id).collect();
@@ -100,7 +101,7 @@ pub async fn apply(tx: &mut Transaction<'_, Postgres>, event: Uuid, algorithm: &
         .bind(algorithm)
         .execute(&mut **tx)
         .await
-        .context("writing matches")?;
+        .db("writing matches")?;
     }
     Ok(())
 }

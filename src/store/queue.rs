@@ -1,7 +1,8 @@
 //! `matchmaking_queue`: choosing an event, the per-event lock, claiming,
 //! completing, retrying and releasing rows.
 
-use anyhow::{Context, Result};
+use super::DbResult;
+use anyhow::Result;
 use sqlx::{PgConnection, PgExecutor};
 use std::time::Duration;
 use uuid::Uuid;
@@ -43,7 +44,7 @@ pub async fn next_event(db: impl PgExecutor<'_>, only: Option<Uuid>, skip: &[Uui
     .bind(skip)
     .fetch_optional(db)
     .await
-    .context("looking for queued work")
+    .db("looking for queued work")
 }
 
 /// Takes the event's advisory lock for this session without waiting.
@@ -58,7 +59,7 @@ pub async fn try_lock_event(conn: &mut PgConnection, event: Uuid) -> Result<bool
         .bind(event)
         .fetch_one(conn)
         .await
-        .context("taking the event lock")
+        .db("taking the event lock")
 }
 
 /// Releases the event's advisory lock.
@@ -67,7 +68,7 @@ pub async fn unlock_event(conn: &mut PgConnection, event: Uuid) -> Result<()> {
         .bind(event)
         .fetch_one(conn)
         .await
-        .context("releasing the event lock")?;
+        .db("releasing the event lock")?;
     anyhow::ensure!(released, "the lock of event {event} was not held");
     Ok(())
 }
@@ -77,7 +78,7 @@ pub async fn unlock_all(conn: &mut PgConnection) -> Result<()> {
     sqlx::query("SELECT pg_advisory_unlock_all()")
         .execute(conn)
         .await
-        .context("releasing the event locks")?;
+        .db("releasing the event locks")?;
     Ok(())
 }
 
@@ -142,7 +143,7 @@ pub async fn claim(
     .bind(in_flight)
     .fetch_all(conn)
     .await
-    .context("claiming a batch")
+    .db("claiming a batch")
 }
 
 /// How a claimed row that is not done goes back.
@@ -202,9 +203,7 @@ pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: 
     };
     let mut last_err = None;
     for _ in 0..3 {
-        let mut sp = sqlx::Connection::begin(&mut *conn)
-            .await
-            .context("opening a savepoint")?;
+        let mut sp = sqlx::Connection::begin(&mut *conn).await.db("opening a savepoint")?;
         let result = sqlx::query_scalar::<_, i64>(
             "WITH mine AS (
                  SELECT q.id, e.err,
@@ -251,18 +250,18 @@ pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: 
         .await;
         match result {
             Ok(failed) => {
-                sp.commit().await.context("releasing the savepoint")?;
+                sp.commit().await.db("releasing the savepoint")?;
                 return Ok(GaveBack {
                     failed: u64::try_from(failed).unwrap_or(0),
                     left_leased: 0,
                 });
             }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                sp.rollback().await.context("rolling back the savepoint")?;
+                sp.rollback().await.db("rolling back the savepoint")?;
                 last_err = Some(e.to_string());
             }
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => {
-                sp.rollback().await.context("rolling back the savepoint")?;
+                sp.rollback().await.db("rolling back the savepoint")?;
                 tracing::warn!(
                     rows = ids.len(),
                     "rows left for the next batch: a concurrent enqueue holds a lock"
@@ -272,7 +271,7 @@ pub async fn give_back(conn: &mut PgConnection, ids: &[i64], worker: &str, how: 
                     left_leased: ids.len() as u64,
                 });
             }
-            Err(e) => return Err(e).context("returning rows to the queue"),
+            Err(e) => return Err(e).db("returning rows to the queue"),
         }
     }
     anyhow::bail!(
@@ -291,19 +290,7 @@ pub async fn held_by(db: impl PgExecutor<'_>, worker: &str) -> Result<Vec<i64>> 
     .bind(worker)
     .fetch_all(db)
     .await
-    .context("finding this worker's rows")
-}
-
-/// True when an error is a lock conflict (lock timeout, deadlock,
-/// serialization failure): the batch was not at fault and its rows go back
-/// without spending an attempt.
-pub fn is_lock_conflict(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| match c.downcast_ref::<sqlx::Error>() {
-        Some(sqlx::Error::Database(d)) => {
-            matches!(d.code().as_deref(), Some(LOCK_NOT_AVAILABLE | "40P01" | "40001"))
-        }
-        _ => false,
-    })
+    .db("finding this worker's rows")
 }
 
 /// Enqueues every active attendee of an event. Returns rows inserted or raised.
@@ -318,7 +305,7 @@ pub async fn enqueue_event(db: impl PgExecutor<'_>, event: Uuid, reason: &str, p
     .bind(priority)
     .fetch_one(db)
     .await
-    .context("enqueueing the event's attendees")?;
+    .db("enqueueing the event's attendees")?;
     Ok(i64::from(n))
 }
 
@@ -331,7 +318,7 @@ pub async fn event_has_work(db: impl PgExecutor<'_>, event: Uuid) -> Result<bool
     .bind(event)
     .fetch_one(db)
     .await
-    .context("checking the event's queue")
+    .db("checking the event's queue")
 }
 
 /// Whether an event has work a drain should wait for: rows pending (other
@@ -345,7 +332,7 @@ pub async fn event_has_live_work(db: impl PgExecutor<'_>, event: Uuid) -> Result
     .bind(event)
     .fetch_one(db)
     .await
-    .context("checking the event's queue")
+    .db("checking the event's queue")
 }
 
 /// Rows of an event waiting out a retry after an error.
@@ -357,7 +344,7 @@ pub async fn retrying(db: impl PgExecutor<'_>, event: Uuid) -> Result<i64> {
     .bind(event)
     .fetch_one(db)
     .await
-    .context("counting rows waiting to retry")
+    .db("counting rows waiting to retry")
 }
 
 /// Vacuums the queue table (and with `analyze`, refreshes its statistics),
@@ -375,7 +362,7 @@ pub async fn vacuum(db: impl PgExecutor<'_>, analyze: bool) -> Result<()> {
     } else {
         "VACUUM (SKIP_LOCKED) matchmaking_queue"
     };
-    sqlx::query(sql).execute(db).await.context("vacuuming the queue")?;
+    sqlx::query(sql).execute(db).await.db("vacuuming the queue")?;
     Ok(())
 }
 
@@ -391,7 +378,7 @@ pub async fn may_maintain(db: impl PgExecutor<'_>) -> Result<bool> {
     )
     .fetch_one(db)
     .await
-    .context("checking who owns the queue")
+    .db("checking who owns the queue")
 }
 
 /// Refreshes the planner's statistics of the queue (see [`vacuum`]); for
@@ -400,7 +387,7 @@ pub async fn analyze(db: impl PgExecutor<'_>) -> Result<()> {
     sqlx::query("ANALYZE matchmaking_queue")
         .execute(db)
         .await
-        .context("analyzing the queue")?;
+        .db("analyzing the queue")?;
     Ok(())
 }
 
@@ -417,11 +404,11 @@ pub async fn prune_done(db: impl PgExecutor<'_> + Copy, older_than: Duration) ->
     .bind(older_than.as_secs_f64())
     .execute(db)
     .await
-    .context("pruning done rows")?;
+    .db("pruning done rows")?;
     sqlx::query("DELETE FROM matchmaking_runs WHERE finished_at < now() - make_interval(secs => $1)")
         .bind(older_than.as_secs_f64())
         .execute(db)
         .await
-        .context("pruning the run history")?;
+        .db("pruning the run history")?;
     Ok(r.rows_affected())
 }

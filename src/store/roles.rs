@@ -3,7 +3,8 @@
 //! migrations grant exactly what the worker needs (see
 //! `migrations/20261201000001_row_level_security.sql`).
 
-use anyhow::{Context, Result};
+use super::DbResult;
+use anyhow::Result;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -46,7 +47,7 @@ pub async fn ensure_worker_login(conn: &mut PgConnection, name: &str, password: 
         .bind(WORKER_GROUP)
         .fetch_optional(&mut *tx)
         .await
-        .context("looking up the worker group role")?;
+        .db("looking up the worker group role")?;
     if group.is_none() {
         anyhow::bail!("role {WORKER_GROUP} does not exist: run `matchmaker migrate` first");
     }
@@ -74,7 +75,7 @@ pub async fn ensure_worker_login(conn: &mut PgConnection, name: &str, password: 
     .bind(WORKER_GROUP)
     .fetch_optional(&mut *tx)
     .await
-    .context("looking up the role")?;
+    .db("looking up the role")?;
     let created = match existing {
         Some(row) => {
             let problem: Option<String> = row.try_get(0)?;
@@ -136,7 +137,7 @@ pub async fn ensure_worker_login(conn: &mut PgConnection, name: &str, password: 
                      (postgres on Supabase) or a role with CREATEROLE",
                     d.message()
                 ),
-                _ => anyhow::Error::new(e).context("creating the worker role"),
+                _ => anyhow::Error::new(crate::store::StoreError::from(e)).context("creating the worker role"),
             })?;
     }
     tx.commit().await?;
@@ -151,7 +152,7 @@ async fn format_sql(conn: &mut PgConnection, template: &str, name: &str, value: 
     if let Some(v) = value {
         q = q.bind(v);
     }
-    q.fetch_one(conn).await.context("quoting the role statement")
+    q.fetch_one(conn).await.db("quoting the role statement")
 }
 
 /// Names that belong to Supabase (its API roles, its admin roles), to

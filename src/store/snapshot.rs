@@ -2,8 +2,9 @@
 //! full or as a delta since a previous read), the current lists, and which
 //! attendees still have queue work.
 
+use super::DbResult;
 use crate::matching::ParticipantRow;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
 use sqlx::{Connection, PgConnection};
@@ -236,7 +237,7 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
     let mut tx = conn
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
-        .context("starting the snapshot read")?;
+        .db("starting the snapshot read")?;
     let snap = since.map(|s| s.pg_snapshot);
     let head = head(&mut *tx, event, since).await?;
     let Some(head) = head else {
@@ -269,7 +270,7 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
                 .await
             }
         }
-        .context("reading participants")?
+        .db("reading participants")?
     };
 
     let stale = since.is_none_or(|s| s.version != head.version);
@@ -281,7 +282,7 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
         .bind(event)
         .fetch_all(&mut *tx)
         .await
-        .context("reading current matches")?;
+        .db("reading current matches")?;
         let (open_rows, participant_count, exclusion_count): (Vec<(i64, Uuid)>, i64, i64) = {
             let counts: (Vec<i64>, Vec<Uuid>, i64, i64) = sqlx::query_as(
                 "SELECT ARRAY(SELECT id FROM matchmaking_queue
@@ -294,7 +295,7 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
             .bind(event)
             .fetch_one(&mut *tx)
             .await
-            .context("reading queued attendees")?;
+            .db("reading queued attendees")?;
             (counts.0.into_iter().zip(counts.1).collect(), counts.2, counts.3)
         };
         Some(Reloaded {
@@ -306,7 +307,7 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
     } else {
         None
     };
-    tx.commit().await.context("ending the snapshot read")?;
+    tx.commit().await.db("ending the snapshot read")?;
     let participants = participants.into_iter().map(Into::into).collect();
     Ok(Some(Read::from_head(head, participants, reloaded, stale)))
 }
@@ -370,7 +371,7 @@ async fn head(db: impl sqlx::PgExecutor<'_>, event: Uuid, since: Option<Since<'_
     .bind(since.map_or(i64::MAX, |s| s.queue_seen))
     .fetch_optional(db)
     .await
-    .context("reading the event head")
+    .db("reading the event head")
 }
 
 #[derive(sqlx::FromRow)]

@@ -2,7 +2,8 @@
 //! rows, per-event progress and recent runs. Read-only, each statement on
 //! its own (a status is a snapshot per section, not one transaction).
 
-use anyhow::{Context, Result};
+use super::DbResult;
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -104,7 +105,7 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .bind(event)
     .fetch_all(pool)
     .await
-    .context("counting queue rows")?;
+    .db("counting queue rows")?;
     let oldest_pending_seconds: Option<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM now() - min(enqueued_at))::float8 FROM matchmaking_queue
           WHERE status = 'pending' AND ($1::uuid IS NULL OR event_id = $1)",
@@ -112,7 +113,7 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .bind(event)
     .fetch_one(pool)
     .await
-    .context("reading the oldest pending row")?;
+    .db("reading the oldest pending row")?;
     let leases = sqlx::query_as::<_, Lease>(
         "SELECT locked_by, count(*) AS rows, max(locked_until) AS expires_at FROM matchmaking_queue
           WHERE status = 'processing' AND locked_until >= now() AND ($1::uuid IS NULL OR event_id = $1)
@@ -121,7 +122,7 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .bind(event)
     .fetch_all(pool)
     .await
-    .context("reading leases")?;
+    .db("reading leases")?;
     let expired_leases: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM matchmaking_queue
           WHERE status = 'processing' AND locked_until < now() AND ($1::uuid IS NULL OR event_id = $1)",
@@ -129,7 +130,7 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .bind(event)
     .fetch_one(pool)
     .await
-    .context("counting expired leases")?;
+    .db("counting expired leases")?;
     let problems = |status: &'static str| {
         sqlx::query_as::<_, RowProblem>(
             "SELECT q.id, e.code AS event_code, q.user_id, p.display_name, q.attempts, q.last_error,
@@ -145,8 +146,8 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
         .bind(limit)
         .fetch_all(pool)
     };
-    let failed = problems("failed").await.context("reading failed rows")?;
-    let retrying = problems("pending").await.context("reading retrying rows")?;
+    let failed = problems("failed").await.db("reading failed rows")?;
+    let retrying = problems("pending").await.db("reading retrying rows")?;
     let (failed_total, retrying_total): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'failed'),
                 count(*) FILTER (WHERE status = 'pending' AND last_error IS NOT NULL)
@@ -155,7 +156,7 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .bind(event)
     .fetch_one(pool)
     .await
-    .context("counting failed rows")?;
+    .db("counting failed rows")?;
     // Every event with a job or with open work (triggers alone create no
     // job until a worker records a batch). A completed job with new work is
     // shown as running again.
@@ -185,7 +186,7 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .bind(event)
     .fetch_all(pool)
     .await
-    .context("reading job progress")?;
+    .db("reading job progress")?;
     let runs = sqlx::query_as::<_, Run>(
         "SELECT id, worker_id, command, started_at, finished_at, claimed, processed, failed, stop_reason, error,
                 embedding_inputs, embedding_cache_hits, embedding_cache_misses, embedding_calls, embedding_tokens,
@@ -196,7 +197,7 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .bind(event)
     .fetch_all(pool)
     .await
-    .context("reading recent runs")?;
+    .db("reading recent runs")?;
     Ok(Status {
         queue,
         oldest_pending_seconds,

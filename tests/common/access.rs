@@ -60,7 +60,7 @@ pub fn url_as(pool: &PgPool, user: &str, password: Option<&str>, query: &str) ->
 
 /// Applies the embedded migrations up to `last` (inclusive; `None`: all).
 pub async fn migrate(pool: &PgPool, last: Option<i64>) {
-    let all = &matchmaker::commands::migrate::MIGRATOR;
+    let all = &matchmaker::MIGRATOR;
     let migrations: Vec<_> = all
         .iter()
         .filter(|m| last.is_none_or(|v| m.version <= v))

@@ -6,6 +6,7 @@
 //! lock they would wait for, and writers only add rows that nobody changes
 //! afterwards (a vector is a pure function of its key).
 
+use super::DbResult;
 use anyhow::{Context, Result};
 use sqlx::PgExecutor;
 use std::collections::HashMap;
@@ -58,7 +59,7 @@ pub async fn lookup(
     .bind(hashes)
     .fetch_all(db)
     .await
-    .context("reading the embedding cache")?;
+    .db("reading the embedding cache")?;
     Ok(rows.into_iter().collect())
 }
 
@@ -110,7 +111,7 @@ pub async fn store(
     .bind(&lengths)
     .execute(db)
     .await
-    .context("writing the embedding cache")?;
+    .db("writing the embedding cache")?;
     Ok(done.rows_affected())
 }
 
@@ -127,6 +128,6 @@ pub async fn prune(db: impl PgExecutor<'_>, unused_for: Duration) -> Result<u64>
             .bind(seconds)
             .execute(db)
             .await
-            .context("pruning the embedding cache")?;
+            .db("pruning the embedding cache")?;
     Ok(done.rows_affected())
 }
