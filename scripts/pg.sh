@@ -103,7 +103,11 @@ pg_start() {
         id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
         PG_AS="runuser -u postgres --"
     fi
+    # Interrupted or terminated, the script still cleans up (exit runs the
+    # EXIT trap).
     trap pg_stop EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
     pg_new_root pg
     PG_ROOT="$NEW_ROOT"
     PG_DATA_DIR="$PG_ROOT/data"

@@ -95,7 +95,7 @@ mod tests {
     #[test]
     fn store_errors_survive_context_and_classify_by_kind() {
         let e: anyhow::Result<()> = Err(sqlx::Error::RowNotFound).db("reading");
-        let e = e.map_err(|e| e.context("outer")).err().expect("an error");
+        let e = e.map_err(|e| e.context("outer")).expect_err("an error");
         assert!(matches!(StoreError::of(&e), Some(StoreError::Database(_))));
         assert!(!StoreError::is_lock_conflict(&e));
         let gone = anyhow::Error::new(StoreError::EventGone(Uuid::nil())).context("batch");
