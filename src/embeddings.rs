@@ -85,7 +85,6 @@
 //! key before it is kept.
 
 pub mod args;
-pub mod attach;
 pub mod breaker;
 pub mod client;
 pub mod retry;

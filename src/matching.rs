@@ -13,12 +13,27 @@
 //! - [`topk`]: ranking order, top-K selection and the bump rule.
 //! - [`kernel`]: dot products, pair by pair or a batch against the event,
 //!   with the same bits either way.
-//! - [`engine`]: the [`Event`] and [`repair`], which keeps lists exact.
+//! - [`event`]: the [`Event`]: participants, exclusions, eligibility, top-K.
+//! - [`rows`]: a batch's attendees scored against the whole event at once.
+//! - [`summaries`], [`plan`]: what a batch can decide in parallel before it
+//!   repairs anyone (who may enter which list).
+//! - [`repair`]: [`repair`] (one attendee) and why it keeps every list
+//!   exact; [`brute_force`], the oracle.
+//! - [`batch`]: one claimed batch, repaired in order, and its [`batch::Diff`].
+//! - [`parallel`]: the one helper that splits rows across cores.
 
-pub mod engine;
+pub mod batch;
+pub mod event;
 pub mod kernel;
+mod parallel;
+pub mod plan;
 pub mod profile;
+pub mod repair;
+mod rows;
 pub mod score;
+pub mod summaries;
+#[cfg(test)]
+mod tests;
 pub mod topk;
 
 /// A fast hasher for maps keyed by ids (FxHash's mixing): the scorer looks
@@ -63,9 +78,10 @@ pub type IdMap<K, V> = std::collections::HashMap<K, V, IdHash>;
 /// A set of attendee ids.
 pub type IdSet<K> = std::collections::HashSet<K, IdHash>;
 
-pub use engine::{
-    plan, plan_bounded, repair, repair_fast, Dirty, Event, EventSettings, Lists, Plan, RepairOutcome, Summaries,
-};
+pub use event::{Event, EventSettings, Lists};
+pub use plan::{plan, plan_bounded, Plan};
 pub use profile::{Participant, ParticipantRow, TagInterner};
+pub use repair::{brute_force, repair, repair_with, Accelerators, Dirty, RepairOutcome};
 pub use score::Algorithm;
+pub use summaries::Summaries;
 pub use topk::Entry;

@@ -673,7 +673,7 @@ mod tests {
     /// with real overlap.
     #[test]
     fn a_pair_with_nothing_in_common_never_outranks_a_real_overlap() {
-        use crate::matching::engine::{brute_force, Event, EventSettings};
+        use crate::matching::{brute_force, Event, EventSettings};
         let odd = [
             None,
             Some(f32::NAN),

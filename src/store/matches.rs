@@ -1,38 +1,12 @@
 //! Writing `user_matches` as a diff, so rows that did not change keep their
-//! identity (applications attach accept/decline to them).
+//! identity (applications attach accept/decline to them). The diff itself
+//! is computed by the pure core (`matching::batch::diff`).
 
 use super::DbResult;
+use crate::matching::batch::Diff;
 use anyhow::Result;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
-
-/// A row to insert or rewrite, with its explanation (JSON text).
-#[derive(Debug, Clone)]
-pub struct Upsert {
-    pub user_id: Uuid,
-    pub matched_user_id: Uuid,
-    pub rank: i16,
-    pub score: f32,
-    pub reasons: String,
-}
-
-/// The changes to one event's lists.
-#[derive(Debug, Clone, Default)]
-pub struct Diff {
-    /// (user, matched user) rows to delete.
-    pub delete: Vec<(Uuid, Uuid)>,
-    /// Rows to insert or rewrite in full.
-    pub upsert: Vec<Upsert>,
-    /// Existing rows whose only change is their rank.
-    pub rerank: Vec<(Uuid, Uuid, i16)>,
-}
-
-impl Diff {
-    /// Rows written (deleted, inserted or updated).
-    pub fn rows(&self) -> usize {
-        self.delete.len() + self.upsert.len() + self.rerank.len()
-    }
-}
 
 /// Applies a diff in the caller's transaction: three statements whatever its
 /// size. The caller holds the event's advisory lock, and every other writer

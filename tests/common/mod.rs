@@ -2,7 +2,7 @@
 //! helper (no sleeps-and-hope), and the brute-force exactness oracle.
 #![allow(dead_code)]
 
-use matchmaker::matching::engine::brute_force;
+use matchmaker::matching::brute_force;
 use matchmaker::matching::{Event, EventSettings, Participant, ParticipantRow, TagInterner};
 use matchmaker::store::queue::RetryPolicy;
 use matchmaker::worker::{self, RunSummary, WorkerOptions};

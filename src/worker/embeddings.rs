@@ -1,5 +1,5 @@
 //! Provider embeddings for the attendees of a batch whose application gave
-//! none: the worker's side of issue #3.
+//! none: the worker's use of the embedding provider.
 //!
 //! # The flow, per claimed batch (under the event lock, before the snapshot)
 //!
@@ -60,9 +60,9 @@
 //! The oracle of the tests (`tests/common`) reads the event with the same
 //! rule, so "exact" includes the provider's vectors.
 
-use super::{EmbedError, EmbedStats, Embedder, ProfileText};
+use crate::embeddings::{EmbedError, EmbedStats, Embedder, ProfileText};
+use crate::matching::batch::BatchRow;
 use crate::store::profile_embeddings::{self, NewVector};
-use crate::store::queue::ClaimedRow;
 use anyhow::Result;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
@@ -128,7 +128,7 @@ pub async fn attach(
     pool: &PgPool,
     embedder: &Embedder,
     event: Uuid,
-    rows: &[ClaimedRow],
+    rows: &[BatchRow],
     deadline: Option<Instant>,
     lease: Duration,
     stats: &mut EmbedStats,

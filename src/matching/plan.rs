@@ -1,0 +1,153 @@
+//! Plans: what can be decided for each attendee of a batch before any of it
+//! is repaired, and so in parallel: their own top-K, and the only lists
+//! their bump must look at.
+
+use super::event::Event;
+use super::profile::{Embedding, Participant};
+use super::summaries::{fingerprint, Summaries};
+use super::topk::{self, Entry, TopK};
+
+/// What can be decided for one attendee of a batch before any of the batch
+/// is repaired, and so in parallel: their own top-K, and the lists the bump
+/// rule must look at.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub own: Vec<Entry>,
+    /// Participant indices of lists that were clean when the batch started
+    /// and that may hold the attendee or that the attendee may enter.
+    pub candidates: Vec<u32>,
+}
+
+/// Plans the repair of `user` from their score row (see [`Plan`]).
+///
+/// Why leaving out the other lists is safe: a list left out was clean at the
+/// start of the batch, did not hold `user` (its member filter says so) and
+/// had K entries that `user` does not beat. During the batch such a list
+/// only changes by the bump rule (its weakest entry only gets stronger, and
+/// only other attendees enter) or by a full recomputation (exact under the
+/// current data, `user` included), so `user` has nothing to do there when
+/// its turn comes. Lists of attendees dirty at the start are repaired by
+/// their own rows, or, for this batch's attendees, computed in full from
+/// the same snapshot.
+pub fn plan(event: &Event, summaries: &Summaries, clean: &[bool], user: &Participant, row: &[f32]) -> Plan {
+    Plan {
+        own: event.top_k_of_row(row),
+        candidates: bump_candidates(event, summaries, clean, user, row, 0.0),
+    }
+}
+
+/// [`plan`] from a row of [`Event::approx_rows`], whose scores are within
+/// `bound` of the exact ones: the same plan, up to a few more candidates.
+/// The scores the plan and the repair read (the candidates', and any that
+/// may be among the attendee's K best) are computed exactly into `row`; the
+/// others stay approximate and are never read (see [`super::repair_with`]).
+///
+/// Why that is exact: with L the K-th largest of the lower bounds
+/// `row[i] - bound`, at least K pairs score ≥ L exactly, so a pair with
+/// `row[i] + bound < L` scores < L exactly and is not among the K best. A
+/// list whose gate (weakest score) exceeds `row[i] + bound` is strictly
+/// above the exact score too, which cannot enter it; those are the lists
+/// [`plan`] leaves out, with the same argument (see its docs).
+pub fn plan_bounded(
+    event: &Event,
+    summaries: &Summaries,
+    clean: &[bool],
+    user: &Participant,
+    row: &mut [f32],
+    bound: f32,
+) -> Plan {
+    let Embedding::Valid(mine) = &user.embedding else {
+        return plan(event, summaries, clean, user, row);
+    };
+    let k = event.k();
+    let participants = event.participants();
+    let n = participants.len().min(row.len());
+    // The K largest lower bounds, to find L; on the way, every pair whose
+    // upper bound reaches the running K-th lower bound (which only rises to
+    // L), a superset of those that reach L.
+    let mut lows: Vec<f32> = Vec::with_capacity(k + 1);
+    let mut floor = f32::NEG_INFINITY;
+    let mut maybe: Vec<u32> = Vec::new();
+    for (i, &s) in row[..n].iter().enumerate() {
+        if s + bound >= floor {
+            maybe.push(i as u32);
+            let low = s - bound;
+            if low > floor || lows.len() < k {
+                let at = lows.partition_point(|&x| x >= low);
+                lows.insert(at, low);
+                lows.truncate(k);
+                if lows.len() == k {
+                    floor = lows[k - 1];
+                }
+            }
+        }
+    }
+    let l = if lows.len() == k { floor } else { f32::NEG_INFINITY };
+    let candidates = bump_candidates(event, summaries, clean, user, row, bound);
+    let mut own = TopK::new(k);
+    for &i in &maybe {
+        let i = i as usize;
+        if row[i] + bound >= l {
+            row[i] = event.cosine_exact(mine, i);
+            own.offer(Entry::new(participants[i].user_id, row[i]));
+        }
+    }
+    // Candidates among the own ones are exact already; recomputing gives
+    // the same bits.
+    for &i in &candidates {
+        let i = i as usize;
+        if !row[i].is_nan() {
+            row[i] = event.cosine_exact(mine, i);
+        }
+    }
+    Plan {
+        own: own.into_vec(),
+        candidates,
+    }
+}
+
+/// The clean lists `user` may be in or may enter, from the packed summaries
+/// (see `Summaries::fill`): every list that may hold them, and every list
+/// whose gate their score (give or take `slack`) reaches. A list beyond the
+/// packed ones (none after a fill) is always included.
+fn bump_candidates(
+    event: &Event,
+    summaries: &Summaries,
+    clean: &[bool],
+    user: &Participant,
+    row: &[f32],
+    slack: f32,
+) -> Vec<u32> {
+    let bit = fingerprint(&user.user_id);
+    let participants = event.participants();
+    let me = event.index_of(&user.user_id);
+    let mut candidates = Vec::new();
+    let members = &summaries.members[bit.0];
+    let packed = summaries.gate.len().min(members.len()).min(participants.len());
+    for (i, &is_clean) in clean.iter().enumerate().take(participants.len()) {
+        if !is_clean || me == Some(i) {
+            continue;
+        }
+        if i < packed && members[i] & bit.1 == 0 {
+            // Not a member: look only if the attendee may enter. A NaN
+            // score (not an eligible pair) compares false both ways.
+            let s = row.get(i).copied().unwrap_or(f32::NAN);
+            let gate = summaries.gate[i];
+            let enters = if slack > 0.0 {
+                s + slack >= gate
+            } else {
+                s > gate
+                    || (s == gate
+                        && summaries
+                            .peek(i)
+                            .and_then(|sum| sum.weakest)
+                            .is_none_or(|w| topk::beats(&Entry::new(user.user_id, s), &w)))
+            };
+            if !enters {
+                continue;
+            }
+        }
+        candidates.push(i as u32);
+    }
+    candidates
+}
