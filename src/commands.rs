@@ -24,9 +24,7 @@ pub async fn connect(args: &DbArgs, max_connections: u32) -> Result<(PgConnectOp
 
 /// The embedding provider the flags describe (one per process: it keeps
 /// the breaker), or `None` without `EMBEDDINGS_URL`.
-pub fn embedder(
-    args: &crate::embeddings::EmbeddingArgs,
-) -> Result<Option<std::sync::Arc<crate::embeddings::Embedder>>> {
+pub fn embedder(args: &crate::config::EmbeddingArgs) -> Result<Option<std::sync::Arc<crate::embeddings::Embedder>>> {
     Ok(args
         .provider()?
         .map(|p| std::sync::Arc::new(crate::embeddings::Embedder::new(p))))

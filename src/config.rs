@@ -3,6 +3,10 @@
 //! is a clap `Args` struct flattened into the commands that use it, every
 //! flag also readable from the environment.
 
+mod embeddings;
+
+pub use embeddings::EmbeddingArgs;
+
 use crate::db::SessionLimits;
 use crate::store::queue::RetryPolicy;
 use crate::worker::WorkerOptions;

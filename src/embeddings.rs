@@ -18,7 +18,7 @@
 //! - [`client`]: the OpenAI-compatible HTTP call, the secret-safe
 //!   [`ApiKey`], and the validation of responses.
 //! - [`retry`], [`breaker`]: backoff, `Retry-After`, the circuit breaker.
-//! - [`args`]: the `--embeddings-*` flags ([`EmbeddingArgs`]).
+//! - `config::EmbeddingArgs`: the `--embeddings-*` flags.
 //!
 //! The worker calls [`Embedder::embed`] with the profiles it needs vectors
 //! for and gets one result per profile, in order:
@@ -84,13 +84,11 @@
 //! `***`; whatever the provider writes back (error bodies) is scrubbed of the
 //! key before it is kept.
 
-pub mod args;
 pub mod breaker;
 pub mod client;
 pub mod retry;
 pub mod text;
 
-pub use args::EmbeddingArgs;
 pub use breaker::{BreakerPolicy, BreakerState};
 pub use client::{ApiKey, Provider, ProviderConfig};
 pub use retry::RetryPolicy;

@@ -3,26 +3,42 @@
 //!
 //! A tour of the modules, in the order data flows:
 //!
-//! - [`cli`]: the clap command line (one enum, flags readable from the environment).
-//! - [`commands`]: one module per subcommand (`migrate`, `run`, `admin-start-matching`, `status`,
-//!   `daemon`).
-//! - [`worker`]: the loop: pick an event, lock it, claim a batch, refresh the snapshot,
-//!   repair each attendee, write, complete; under a deadline.
-//! - [`store`]: every SQL statement, grouped by table (queue, snapshot, matches, jobs and runs).
-//! - [`matching`]: pure scoring, top-K and the bump rule; no I/O (start here to see how a
-//!   match is decided).
-//! - [`embeddings`]: the embedding provider (OpenAI-compatible HTTP) behind a
-//!   content-hash cache in PostgreSQL, with retries and a circuit breaker.
-//! - [`db`], [`telemetry`]: connecting (timeouts, redacted URLs) and logging.
+//! - `cli`: the clap command line (one enum) and its dispatch.
+//! - `commands`: one module per subcommand, each with its `Args` and `run`.
+//! - [`config`]: flags shared by several commands (database, worker,
+//!   embedding provider) and the duration syntax.
+//! - [`worker`]: the loop (which event next), the batch pipeline (claim →
+//!   read → score → write → finish) and the events kept in memory.
+//! - [`embeddings`]: the embedding provider (OpenAI-compatible HTTP) behind
+//!   a content-hash cache, with retries and a circuit breaker.
+//! - [`store`]: every SQL statement, grouped by table, and the one error
+//!   type callers branch on ([`store::StoreError`]).
+//! - [`matching`]: pure scoring, top-K, the bump rule and the batch scorer;
+//!   no I/O (start here to see how a match is decided).
+//! - `db`, `telemetry`: connecting (session settings, the pooler check,
+//!   redacted URLs) and logging.
+//!
+//! Dependencies point one way:
+//!
+//! ```text
+//! cli → commands → config → worker → embeddings → store → matching
+//!                                 ↘ store, matching, db
+//! ```
+//!
+//! `matching` imports nothing of the others; `store` uses the core's plain
+//! types (a participant row, a diff) and nothing else.
 
-pub mod cli;
-pub mod commands;
+mod cli;
+mod commands;
 pub mod config;
-pub mod db;
+mod db;
 pub mod embeddings;
 pub mod matching;
 pub mod store;
-pub mod telemetry;
+mod telemetry;
 pub mod worker;
 
+pub use cli::Cli;
+pub use commands::status::render as render_status;
 pub use store::schema::MIGRATOR;
+pub use telemetry::{init as init_logging, LogFormat};

@@ -2,12 +2,12 @@
 //! dispatch, exit code) so that everything else is testable.
 
 use clap::Parser;
-use matchmaker::cli::Cli;
+use matchmaker::{Cli, LogFormat};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    matchmaker::telemetry::init(cli.log_format);
+    matchmaker::init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let json = cli.log_format == matchmaker::telemetry::LogFormat::Json;
+    let json = cli.log_format == LogFormat::Json;
     let result = runtime.block_on(cli.command.run());
     // A scoring task abandoned by a hard stop must not delay the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -54,7 +54,7 @@ mod drain;
 mod embeddings;
 mod pipeline;
 
-use crate::store::jobs::RunTotals;
+use crate::store::jobs::RunRecord;
 use crate::store::queue::RetryPolicy;
 use anyhow::Result;
 use sqlx::postgres::PgConnectOptions;
@@ -139,6 +139,38 @@ impl StopReason {
             StopReason::Drained => "drained",
             StopReason::Deadline => "deadline",
             StopReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Totals of one worker invocation.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunTotals {
+    pub batches: i64,
+    pub claimed: i64,
+    pub processed: i64,
+    pub failed: i64,
+    pub released: i64,
+    /// What the embedding provider did for this run (zeros without one).
+    pub embeddings: crate::embeddings::EmbedStats,
+}
+
+impl RunTotals {
+    /// The totals as the run history records them.
+    pub fn record(&self) -> RunRecord {
+        let e = &self.embeddings;
+        RunRecord {
+            batches: self.batches,
+            claimed: self.claimed,
+            processed: self.processed,
+            failed: self.failed,
+            released: self.released,
+            embedding_inputs: e.inputs,
+            embedding_cache_hits: e.cache_hits,
+            embedding_cache_misses: e.cache_misses,
+            embedding_calls: e.provider_calls,
+            embedding_tokens: e.tokens,
+            embedding_failures: e.failed_requests + e.fast_failures,
         }
     }
 }

@@ -9,7 +9,7 @@ mod common;
 
 use common::provider::{FakeProvider, Mode, DIMS, KEY};
 use common::*;
-use matchmaker::commands::status::render;
+use matchmaker::render_status as render;
 use matchmaker::store::status;
 use matchmaker::worker::{self, RunSummary, WorkerOptions};
 use matchmaker::MIGRATOR;

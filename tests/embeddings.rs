@@ -14,9 +14,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use matchmaker::config::EmbeddingArgs;
 use matchmaker::embeddings::text::{estimate_tokens, plan_requests};
 use matchmaker::embeddings::{
-    ApiKey, BreakerState, EmbedError, Embedder, EmbeddingArgs, ProfileText, Provider, ProviderConfig, RetryPolicy,
+    ApiKey, BreakerState, EmbedError, Embedder, ProfileText, Provider, ProviderConfig, RetryPolicy,
 };
 use matchmaker::store::embedding_cache as cache;
 use matchmaker::MIGRATOR;

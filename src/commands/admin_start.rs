@@ -29,7 +29,7 @@ pub struct Args {
     #[command(flatten)]
     pub worker: WorkerArgs,
     #[command(flatten)]
-    pub embeddings: crate::embeddings::EmbeddingArgs,
+    pub embeddings: crate::config::EmbeddingArgs,
 }
 
 pub async fn run(args: Args) -> Result<()> {

@@ -31,7 +31,7 @@ pub struct Args {
     #[command(flatten)]
     pub worker: WorkerArgs,
     #[command(flatten)]
-    pub embeddings: crate::embeddings::EmbeddingArgs,
+    pub embeddings: crate::config::EmbeddingArgs,
     /// When to drain even without notifications: six-field cron, seconds first, UTC.
     #[arg(long, env = "MATCHMAKER_SCHEDULE", default_value = "0 * * * * *", value_parser = parse_schedule)]
     pub schedule: String,

@@ -13,7 +13,7 @@ pub struct Args {
     #[command(flatten)]
     pub worker: WorkerArgs,
     #[command(flatten)]
-    pub embeddings: crate::embeddings::EmbeddingArgs,
+    pub embeddings: crate::config::EmbeddingArgs,
     /// Stop claiming in time to return within this.
     #[arg(long, env = "MATCHMAKER_MAX_RUNTIME", default_value = "45s", value_parser = parse_duration_min_1s)]
     pub max_runtime: Duration,

@@ -157,16 +157,23 @@ fn saturate_u(n: u64) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Totals of one worker invocation.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RunTotals {
+/// What the run history (`matchmaking_runs`) records of a worker invocation.
+#[derive(Debug, Clone, Default)]
+pub struct RunRecord {
     pub batches: i64,
     pub claimed: i64,
     pub processed: i64,
     pub failed: i64,
     pub released: i64,
-    /// What the embedding provider did for this run (zeros without one).
-    pub embeddings: crate::embeddings::EmbedStats,
+    /// Profiles the embedding provider was asked for.
+    pub embedding_inputs: u64,
+    pub embedding_cache_hits: u64,
+    pub embedding_cache_misses: u64,
+    /// HTTP requests to the provider, retries included.
+    pub embedding_calls: u64,
+    pub embedding_tokens: u64,
+    /// Requests that failed for good, or were refused by the open breaker.
+    pub embedding_failures: u64,
 }
 
 /// Records the start of a worker invocation in the run history.
@@ -192,11 +199,10 @@ pub async fn start_run(
 pub async fn update_run(
     db: impl PgExecutor<'_>,
     id: Uuid,
-    t: &RunTotals,
+    t: &RunRecord,
     stop_reason: Option<&str>,
     error: Option<&str>,
 ) -> Result<()> {
-    let e = &t.embeddings;
     sqlx::query(
         "UPDATE matchmaking_runs
             SET batches = $2, claimed = $3, processed = $4, failed = $5, released = $6,
@@ -214,12 +220,12 @@ pub async fn update_run(
     .bind(saturate(t.released))
     .bind(stop_reason)
     .bind(error)
-    .bind(saturate_u(e.inputs))
-    .bind(saturate_u(e.cache_hits))
-    .bind(saturate_u(e.cache_misses))
-    .bind(saturate_u(e.provider_calls))
-    .bind(i64::try_from(e.tokens).unwrap_or(i64::MAX))
-    .bind(saturate_u(e.failed_requests + e.fast_failures))
+    .bind(saturate_u(t.embedding_inputs))
+    .bind(saturate_u(t.embedding_cache_hits))
+    .bind(saturate_u(t.embedding_cache_misses))
+    .bind(saturate_u(t.embedding_calls))
+    .bind(i64::try_from(t.embedding_tokens).unwrap_or(i64::MAX))
+    .bind(saturate_u(t.embedding_failures))
     .execute(db)
     .await
     .db("recording run totals")?;

@@ -78,7 +78,7 @@ pub struct Reloaded {
 /// one malformed row never fails the read of a whole event. When the
 /// application supplied no embedding (NULL or empty), the provider's vector
 /// for this very row version is used (`matchmaking_profile_embeddings`, see
-/// `crate::embeddings::attach`). Only the first
+/// the worker's `embeddings` module). Only the first
 /// `MAX_BIO_CHARS` (2000) characters of a bio are scored, so no more are sent.
 const PARTICIPANT_COLUMNS: &str = "user_id, status, company, role, left(bio, 2000) AS bio,
     CASE WHEN interests IS NULL OR (array_ndims(interests) = 1 AND array_lower(interests, 1) = 1)

@@ -4,8 +4,8 @@
 
 use super::cache::EventCache;
 use super::pipeline::BatchError;
-use super::{RunSummary, Session, StopReason, WorkerOptions};
-use crate::store::jobs::{self, RunTotals};
+use super::{RunSummary, RunTotals, Session, StopReason, WorkerOptions};
+use crate::store::jobs;
 use crate::store::queue::{self, GiveBack};
 use crate::store::{DbResult, StoreError};
 use crate::telemetry::error_chain;
@@ -149,7 +149,8 @@ pub(super) async fn run(
         Ok(r) => (r.as_str(), None),
         Err(e) => ("error", Some(error_chain(e))),
     };
-    let finish = jobs::update_run(&w.pool, w.run_id, &w.totals, Some(reason), error.as_deref());
+    let record = w.totals.record();
+    let finish = jobs::update_run(&w.pool, w.run_id, &record, Some(reason), error.as_deref());
     if let Err(e) = tokio::time::timeout(CLEANUP_TIMEOUT, finish)
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
@@ -372,7 +373,7 @@ impl Worker {
             info!(run.id = %self.run_id, batches = t.batches, claimed = t.claimed, processed = t.processed,
                   failed = t.failed, "progress");
         }
-        if let Err(e) = jobs::update_run(&self.pool, self.run_id, &self.totals, None, None).await {
+        if let Err(e) = jobs::update_run(&self.pool, self.run_id, &self.totals.record(), None, None).await {
             warn!(error = %error_chain(&e), "could not record run progress");
         }
     }

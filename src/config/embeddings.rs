@@ -1,11 +1,11 @@
 //! The embedding provider's flags, to be flattened into the commands that
 //! score (`run`, `daemon`, `admin-start-matching`).
 
-use super::client::{
+use super::parse_duration_nonzero;
+use crate::embeddings::client::{
     redact_url_str, ApiKey, Provider, ProviderConfig, DEFAULT_MAX_INPUTS, DEFAULT_MAX_TOKENS, DEFAULT_MODEL,
 };
-use super::MAX_DIMENSIONS;
-use crate::config::parse_duration_nonzero;
+use crate::embeddings::MAX_DIMENSIONS;
 use anyhow::Result;
 use std::fmt;
 use std::time::Duration;
