@@ -62,9 +62,9 @@ pub struct Event {
     /// Per participant: the interned company key ([`NO_COMPANY`] when none).
     company: Vec<u32>,
     companies: HashMap<String, u32>,
-    /// Per participant, for cosine-v1 on a CPU with AVX-512 BF16: the vector
-    /// in bfloat16, for [`Event::approx_rows`].
-    bf16: Vec<Option<Arc<[u16]>>>,
+    /// Per participant, for cosine-v1 on a CPU with an approximate kernel
+    /// path: the vector in 16 bits, for [`Event::approx_rows`].
+    approx: Vec<Option<Arc<kernel::ApproxVector>>>,
     /// At least the norm of every vector (only ever raised).
     max_norm: f32,
     /// As stored in `match_exclusions` (user, excluded user); checked both ways.
@@ -148,7 +148,7 @@ impl Event {
             matchable: Vec::new(),
             company: Vec::new(),
             companies: HashMap::new(),
-            bf16: Vec::new(),
+            approx: Vec::new(),
             max_norm: 0.0,
             exclusions: HashSet::new(),
             excluded: IdMap::default(),
@@ -172,10 +172,10 @@ impl Event {
             None => NO_COMPANY,
         };
         let half = match (&self.settings.algorithm, &p.embedding) {
-            (Ok(Algorithm::CosineV1), Embedding::Valid(v)) if kernel::bf16_available() => {
+            (Ok(Algorithm::CosineV1), Embedding::Valid(v)) if kernel::approx_available() => {
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
                 self.max_norm = self.max_norm.max(norm * 1.0001);
-                Some(Arc::from(kernel::to_bf16(v)))
+                Some(Arc::new(kernel::to_approx(v)))
             }
             _ => None,
         };
@@ -185,7 +185,7 @@ impl Event {
                 self.post(&old, i, false);
                 self.matchable[i] = matchable;
                 self.company[i] = company;
-                self.bf16[i] = half;
+                self.approx[i] = half;
                 i
             }
             None => {
@@ -194,7 +194,7 @@ impl Event {
                 self.participants.push(p);
                 self.matchable.push(matchable);
                 self.company.push(company);
-                self.bf16.push(half);
+                self.approx.push(half);
                 i
             }
         };
@@ -460,13 +460,14 @@ impl Event {
     }
 
     /// cosine-v1 rows of `users` (all matchable, with vectors of one length)
-    /// from bfloat16 vectors: every eligible pair within `bounds[r]` of its
+    /// from 16-bit vectors: every eligible pair within `bounds[r]` of its
     /// exact score in [`Event::score_rows`], and NaN exactly where that row
     /// has NaN. Half the memory traffic of the exact rows; [`plan_bounded`]
     /// then computes exactly the scores that matter. `None` when the event
-    /// is not cosine-v1, the CPU lacks AVX-512 BF16, or a user does not fit.
+    /// is not cosine-v1, the CPU has no approximate kernel, or a user does
+    /// not fit.
     pub fn approx_rows(&self, users: &[&Participant]) -> Option<(Vec<f32>, Vec<f32>)> {
-        if self.settings.algorithm != Ok(Algorithm::CosineV1) || !kernel::bf16_available() {
+        if self.settings.algorithm != Ok(Algorithm::CosineV1) || !kernel::approx_available() {
             return None;
         }
         let n = self.participants.len();
@@ -480,25 +481,26 @@ impl Event {
             if !self.matchable(u) || *len.get_or_insert(v.len()) != v.len() {
                 return None;
             }
-            queries.push(self.bf16.get(i)?.as_deref()?);
+            self.approx.get(i)?.as_ref()?;
+            queries.push(&v[..]);
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt() * 1.0001;
-            bounds.push(kernel::BF16_REL_ERROR * norm * self.max_norm + kernel::BF16_ABS_ERROR);
+            bounds.push(kernel::approx_error(norm, self.max_norm, v.len()));
         }
         let len = len?;
         // The same candidates as the exact rows: matchable, with a vector
         // of the queries' length.
-        let cands: Vec<Option<&[u16]>> = self
+        let cands: Vec<Option<&kernel::ApproxVector>> = self
             .participants
             .iter()
             .zip(&self.matchable)
-            .zip(&self.bf16)
+            .zip(&self.approx)
             .map(|((p, &m), h)| match (&p.embedding, h) {
-                (Embedding::Valid(v), Some(h)) if m && v.len() == len => Some(&h[..]),
+                (Embedding::Valid(v), Some(h)) if m && v.len() == len => Some(&**h),
                 _ => None,
             })
             .collect();
         let mut out = vec![f32::NAN; users.len() * n];
-        if !kernel::dots_bf16(&queries, &cands, &mut out) {
+        if !kernel::dots_approx(&queries, &cands, &mut out) {
             return None;
         }
         // Clamping moves no pair further from its exact score.
@@ -1351,15 +1353,15 @@ mod tests {
         }
     }
 
-    /// The worker's path for large cosine-v1 events: approximate bfloat16
+    /// The worker's path for large cosine-v1 events: approximate 16-bit
     /// rows, planned with [`plan_bounded`], then repaired. Vectors come from
     /// a few clusters on a coarse grid, so that many pairs score within the
     /// approximation's error of each other (and many tie exactly); the lists
     /// must still equal the brute force, bit for bit.
     #[test]
     fn bounded_plans_on_approximate_rows_equal_brute_force() {
-        if !kernel::bf16_available() {
-            eprintln!("skipped: this CPU has no AVX-512 BF16, so the workers never take this path");
+        if !kernel::approx_available() {
+            eprintln!("skipped: this CPU has no approximate kernel, so the workers never take this path");
             return;
         }
         let dims = 40;
