@@ -209,7 +209,7 @@ unsafe fn gemm<M: Micro>(qs: &[&[f32]], cols: &[(usize, &[f32])], out: &mut [f32
             let next = cols.get((b + 1) * cb..((b + 2) * cb).min(cols.len())).unwrap_or(&[]);
             let micros = tile.len().div_ceil(Q_MICRO);
             for m in 0..micros {
-                // SAFETY (both): the caller guarantees M's instruction set.
+                // SAFETY: the caller guarantees M's instruction set.
                 unsafe { prefetch_part::<M>(next.len(), len * 4, |c| next[c].1.as_ptr().cast(), m, micros) };
                 // SAFETY: as above.
                 unsafe { prefetch_part::<M>(extra.len(), extra_bytes, |c| extra[c].as_ptr().cast(), slot, slots) };
@@ -220,7 +220,7 @@ unsafe fn gemm<M: Micro>(qs: &[&[f32]], cols: &[(usize, &[f32])], out: &mut [f32
                     let c = C_MICRO.min(block.len() - c0);
                     let (qs, cs) = (&tile[r0..r0 + r], &block[c0..c0 + c]);
                     let row = q0 + r0;
-                    // SAFETY (every arm): the caller guarantees M's
+                    // SAFETY: (every arm) the caller guarantees M's
                     // instruction set; `qs` has `r` and `cs` `c` elements.
                     unsafe {
                         match (r, c) {
@@ -333,6 +333,14 @@ type DotFn = fn(&[f32], &[f32]) -> f32;
 /// A blocked kernel over candidates of type `C`: `out[q * stride + k]` for
 /// every query and every candidate `k` of the queries' length.
 type BlockOf<C> = fn(&[&[f32]], &[Option<C>], &mut [f32], usize);
+/// An exact blocked kernel, for candidates of any lifetime.
+type ExactBlock = for<'a> fn(&[&[f32]], &[Option<&'a [f32]>], &mut [f32], usize);
+/// An approximate blocked kernel, for candidates of any lifetime.
+type ApproxBlock = for<'a> fn(&[&[f32]], &[Option<&'a ApproxVector>], &mut [f32], usize);
+/// The zero-padded tails of a micro-kernel's queries and candidates, and
+/// their length (see `x86::half_pass`).
+#[allow(dead_code)] // not on every target
+type Tails<'a, const R: usize, const C: usize> = Option<(&'a [[f32; LANES]; R], &'a [[f32; LANES]; C], usize)>;
 
 /// An exact implementation (every one gives the same bits).
 #[derive(Clone, Copy)]
@@ -340,7 +348,7 @@ pub struct ExactPath {
     /// `portable`, `avx2`, `avx512` or `neon`.
     pub name: &'static str,
     dot: DotFn,
-    block: for<'a> fn(&[&[f32]], &[Option<&'a [f32]>], &mut [f32], usize),
+    block: ExactBlock,
 }
 
 impl std::fmt::Debug for ExactPath {
@@ -375,7 +383,7 @@ pub struct ApproxPath {
     /// (AVX-512 BF16).
     pub name: &'static str,
     format: half::Format,
-    block: for<'a> fn(&[&[f32]], &[Option<&'a ApproxVector>], &mut [f32], usize),
+    block: ApproxBlock,
 }
 
 impl std::fmt::Debug for ApproxPath {

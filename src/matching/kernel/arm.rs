@@ -17,7 +17,7 @@
 //! inline assembly.
 
 use super::half::{self, ApproxVector};
-use super::{columns, one_length, ApproxPath, ExactPath, Micro, LANES};
+use super::{columns, one_length, ApproxPath, ExactPath, Micro, Tails, LANES};
 use std::arch::aarch64::*;
 
 /// One quarter (lanes `4·P .. 4·P + 4`) of the `R × C` accumulators: the
@@ -32,7 +32,7 @@ unsafe fn quarter<const R: usize, const C: usize, const P: usize>(
     qs: &[&[f32]; R],
     cs: &[&[f32]; C],
     full: usize,
-    tails: Option<(&[[f32; LANES]; R], &[[f32; LANES]; C], usize)>,
+    tails: Tails<'_, R, C>,
 ) -> [[float32x4_t; C]; R] {
     let off = 4 * P;
     let mut acc = [[vdupq_n_f32(0.0); C]; R];

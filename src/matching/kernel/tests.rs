@@ -294,7 +294,7 @@ fn half_conversions_are_exact_and_round_to_nearest_even() {
                     0 => rng.gen::<u32>(),
                     // Around half's range and its rounding boundaries.
                     1 => (rng.gen_range(0x3300_0000u32..0x4780_0000)) | (rng.gen::<u32>() & 0x8000_0000),
-                    _ => (rng.gen_range(0x3300u32..0x4780) << 16) | 0x1000 * rng.gen_range(0..2u32),
+                    _ => (rng.gen_range(0x3300u32..0x4780) << 16) | (0x1000 * rng.gen_range(0..2u32)),
                 };
                 f32::from_bits(bits)
             });

@@ -12,7 +12,7 @@
 //! call, so a path can never run on a CPU without them, whoever calls it.
 
 use super::half::{self, ApproxVector, BF16_BLOCK};
-use super::{columns, one_length, reduce, ApproxPath, ExactPath, Micro, LANES};
+use super::{columns, one_length, reduce, ApproxPath, ExactPath, Micro, Tails, LANES};
 use std::arch::x86_64::*;
 
 /// Queries scored per pass over a candidate by the AVX-512 kernels.
@@ -57,11 +57,11 @@ macro_rules! blocked {
                 let mut q0 = 0;
                 while q0 < queries.len() {
                     let rest = queries.len() - q0;
-                    // SAFETY (all three): the caller guarantees the features
-                    // of this function, which `$pass` enables too; every
-                    // query and candidate has length `len`.
                     if rest >= 2 * GROUP {
                         let qs: [&[$t]; 2 * GROUP] = std::array::from_fn(|q| queries[q0 + q]);
+                        // SAFETY: the caller guarantees the features of this
+                        // function, which `$pass` enables too; every query
+                        // and candidate has length `len`.
                         unsafe { $pass(qs, tile_cols, out, stride, q0) };
                         q0 += 2 * GROUP;
                     } else if rest >= GROUP {
@@ -278,7 +278,7 @@ unsafe fn half_pass<const R: usize, const C: usize, const OFF: usize>(
     qs: &[&[f32]; R],
     cs: &[&[f32]; C],
     full: usize,
-    tails: Option<(&[[f32; LANES]; R], &[[f32; LANES]; C], usize)>,
+    tails: Tails<'_, R, C>,
 ) -> [[__m256; C]; R] {
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     let mut i = OFF;
@@ -513,13 +513,14 @@ unsafe fn pair_bf16<const Q: usize>(qs: [&[u16]; Q], c0: &[u16], c1: &[u16], nex
         // transmutes are between 512-bit vector types.
         let (v0, v1): (__m512bh, __m512bh) = unsafe {
             (
-                std::mem::transmute(_mm512_loadu_si512(c0.as_ptr().add(i).cast())),
-                std::mem::transmute(_mm512_loadu_si512(c1.as_ptr().add(i).cast())),
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(c0.as_ptr().add(i).cast())),
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(c1.as_ptr().add(i).cast())),
             )
         };
         for q in 0..Q {
             // SAFETY: as above.
-            let qv: __m512bh = unsafe { std::mem::transmute(_mm512_loadu_si512(qs[q].as_ptr().add(i).cast())) };
+            let qv: __m512bh =
+                unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(qs[q].as_ptr().add(i).cast())) };
             a0[q] = _mm512_dpbf16_ps(a0[q], qv, v0);
             a1[q] = _mm512_dpbf16_ps(a1[q], qv, v1);
         }
