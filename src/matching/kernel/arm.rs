@@ -27,7 +27,8 @@ use std::arch::aarch64::*;
 /// # Safety
 /// Every slice of `qs` and `cs` has at least `full` elements and `full` is a
 /// multiple of 16.
-#[inline(always)]
+#[target_feature(enable = "neon")]
+#[inline]
 unsafe fn quarter<const R: usize, const C: usize, const P: usize>(
     qs: &[&[f32]; R],
     cs: &[&[f32]; C],
@@ -79,43 +80,51 @@ unsafe fn quarter<const R: usize, const C: usize, const P: usize>(
 /// The NEON micro-kernel (see [`super::Micro`]).
 struct Neon;
 
+/// The NEON micro-kernel: four quarters, then the reference reduction.
+#[target_feature(enable = "neon")]
+#[inline]
+fn tile_neon<const R: usize, const C: usize>(qs: [&[f32]; R], cs: [&[f32]; C]) -> [[f32; C]; R] {
+    let n = cs[0].len();
+    assert!(qs.iter().all(|q| q.len() == n) && cs.iter().all(|c| c.len() == n));
+    let full = n - n % LANES;
+    let rem = n - full;
+    let tails = (rem > 0).then(|| {
+        let pad = |v: &[f32]| {
+            let mut t = [0f32; LANES];
+            t[..rem].copy_from_slice(&v[full..]);
+            t
+        };
+        (qs.map(pad), cs.map(pad))
+    });
+    let tails = tails.as_ref().map(|(q, c)| (q, c, rem));
+    // SAFETY: every slice has n >= full elements (asserted above) and
+    // full is a multiple of 16.
+    let g = unsafe {
+        [
+            quarter::<R, C, 0>(&qs, &cs, full, tails),
+            quarter::<R, C, 1>(&qs, &cs, full, tails),
+            quarter::<R, C, 2>(&qs, &cs, full, tails),
+            quarter::<R, C, 3>(&qs, &cs, full, tails),
+        ]
+    };
+    let mut out = [[0f32; C]; R];
+    for (r, line) in out.iter_mut().enumerate() {
+        for (j, v) in line.iter_mut().enumerate() {
+            let s8a = vaddq_f32(g[0][r][j], g[2][r][j]);
+            let s8b = vaddq_f32(g[1][r][j], g[3][r][j]);
+            let s4 = vaddq_f32(s8a, s8b);
+            let t = vadd_f32(vget_low_f32(s4), vget_high_f32(s4));
+            *v = vget_lane_f32::<0>(t) + vget_lane_f32::<1>(t);
+        }
+    }
+    out
+}
+
 impl Micro for Neon {
     #[inline(always)]
     unsafe fn tile<const R: usize, const C: usize>(qs: [&[f32]; R], cs: [&[f32]; C]) -> [[f32; C]; R] {
-        let n = cs[0].len();
-        assert!(qs.iter().all(|q| q.len() == n) && cs.iter().all(|c| c.len() == n));
-        let full = n - n % LANES;
-        let rem = n - full;
-        let tails = (rem > 0).then(|| {
-            let pad = |v: &[f32]| {
-                let mut t = [0f32; LANES];
-                t[..rem].copy_from_slice(&v[full..]);
-                t
-            };
-            (qs.map(pad), cs.map(pad))
-        });
-        let tails = tails.as_ref().map(|(q, c)| (q, c, rem));
-        // SAFETY: every slice has n >= full elements (asserted above) and
-        // full is a multiple of 16.
-        let g = unsafe {
-            [
-                quarter::<R, C, 0>(&qs, &cs, full, tails),
-                quarter::<R, C, 1>(&qs, &cs, full, tails),
-                quarter::<R, C, 2>(&qs, &cs, full, tails),
-                quarter::<R, C, 3>(&qs, &cs, full, tails),
-            ]
-        };
-        let mut out = [[0f32; C]; R];
-        for (r, line) in out.iter_mut().enumerate() {
-            for (j, v) in line.iter_mut().enumerate() {
-                let s8a = vaddq_f32(g[0][r][j], g[2][r][j]);
-                let s8b = vaddq_f32(g[1][r][j], g[3][r][j]);
-                let s4 = vaddq_f32(s8a, s8b);
-                let t = vadd_f32(vget_low_f32(s4), vget_high_f32(s4));
-                *v = vget_lane_f32::<0>(t) + vget_lane_f32::<1>(t);
-            }
-        }
-        out
+        // SAFETY: NEON is part of the target (this module's cfg).
+        unsafe { tile_neon::<R, C>(qs, cs) }
     }
 
     #[inline(always)]
