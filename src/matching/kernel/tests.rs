@@ -513,3 +513,31 @@ fn dots_approx_runs_here_within_the_bound() {
         }
     }
 }
+
+/// The dispatch picks the path the CPU has: NEON on aarch64, AVX2 (or
+/// AVX-512) on x86-64 with FMA, and the matching approximate path.
+#[test]
+#[cfg_attr(miri, ignore = "Miri runs the portable paths only")]
+fn the_fastest_path_is_selected() {
+    if std::env::var_os("MATCHMAKER_PORTABLE_KERNEL").is_some() {
+        assert_eq!(implementation(), "portable");
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        assert_eq!(implementation(), "neon");
+        assert_eq!(approx_implementation(), Some("f16-neon"));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        assert!(["avx2", "avx512"].contains(&implementation()));
+        if std::is_x86_feature_detected!("f16c") {
+            assert!(matches!(approx_implementation(), Some("f16c" | "bf16")));
+        }
+    }
+    eprintln!(
+        "exact path {}, approximate path {:?}",
+        implementation(),
+        approx_implementation()
+    );
+}
