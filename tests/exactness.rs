@@ -57,9 +57,9 @@ async fn lists_equal_brute_force_with_late_provider_embeddings(pool: PgPool) {
     }
 }
 
-/// A cosine-v1 event large enough for the workers' bfloat16 path (see
+/// A cosine-v1 event large enough for the workers' approximate 16-bit path (see
 /// `matching::plan_bounded`; from 4,096 attendees, on CPUs with AVX-512
-/// BF16): a cold start, then joins, edits and leaves drained by two
+/// BF16 or F16C, and NEON): a cold start, then joins, edits and leaves drained by two
 /// concurrent workers, each time equal to the brute force bit for bit. The
 /// embeddings come from a few directions plus noise, so many pairs score
 /// within the approximation's error of each other.
@@ -67,8 +67,8 @@ async fn lists_equal_brute_force_with_late_provider_embeddings(pool: PgPool) {
 async fn a_large_cosine_event_is_exact_through_the_approximate_path(pool: PgPool) {
     let seed = seeds()[0];
     eprintln!(
-        "large event: seed {seed} (replay with EXACTNESS_SEED={seed}); bfloat16 path: {}",
-        matchmaker::matching::kernel::bf16_available()
+        "large event: seed {seed} (replay with EXACTNESS_SEED={seed}); approximate path: {}",
+        matchmaker::matching::kernel::approx_available()
     );
     let mut rng = StdRng::seed_from_u64(seed);
     let ev = create_event(&pool, "large", "cosine-v1", 3).await;

@@ -38,9 +38,9 @@ pub struct Event {
     /// Per participant: the interned company key ([`NO_COMPANY`] when none).
     pub(super) company: Vec<u32>,
     pub(super) companies: HashMap<String, u32>,
-    /// Per participant, for cosine-v1 on a CPU with AVX-512 BF16: the vector
-    /// in bfloat16, for [`Event::approx_rows`].
-    pub(super) bf16: Vec<Option<Arc<[u16]>>>,
+    /// Per participant, for cosine-v1 on a CPU with an approximate kernel
+    /// path: the vector in 16 bits, for [`Event::approx_rows`].
+    pub(super) approx: Vec<Option<Arc<kernel::ApproxVector>>>,
     /// At least the norm of every vector (only ever raised).
     pub(super) max_norm: f32,
     /// As stored in `match_exclusions` (user, excluded user); checked both ways.
@@ -71,7 +71,7 @@ impl Event {
             matchable: Vec::new(),
             company: Vec::new(),
             companies: HashMap::new(),
-            bf16: Vec::new(),
+            approx: Vec::new(),
             max_norm: 0.0,
             exclusions: HashSet::new(),
             excluded: IdMap::default(),
@@ -95,10 +95,10 @@ impl Event {
             None => NO_COMPANY,
         };
         let half = match (&self.settings.algorithm, &p.embedding) {
-            (Ok(Algorithm::CosineV1), Embedding::Valid(v)) if kernel::bf16_available() => {
+            (Ok(Algorithm::CosineV1), Embedding::Valid(v)) if kernel::approx_available() => {
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
                 self.max_norm = self.max_norm.max(norm * 1.0001);
-                Some(Arc::from(kernel::to_bf16(v)))
+                Some(Arc::new(kernel::to_approx(v)))
             }
             _ => None,
         };
@@ -108,7 +108,7 @@ impl Event {
                 self.post(&old, i, false);
                 self.matchable[i] = matchable;
                 self.company[i] = company;
-                self.bf16[i] = half;
+                self.approx[i] = half;
                 i
             }
             None => {
@@ -117,7 +117,7 @@ impl Event {
                 self.participants.push(p);
                 self.matchable.push(matchable);
                 self.company.push(company);
-                self.bf16.push(half);
+                self.approx.push(half);
                 i
             }
         };

@@ -1,32 +1,124 @@
 //! The similarity kernel: dot products of unit vectors, one at a time or many
-//! at once, with the same bits either way.
+//! at once, with the same bits either way, and an approximate first pass from
+//! 16-bit copies with a proven error bound.
 //!
-//! Every dot product in the crate goes through this module, and every path
-//! computes it the same way: 16 lanes, lane `l` accumulating the products of
-//! the elements `i ≡ l (mod 16)` in index order with a fused multiply-add,
-//! then a fixed pairwise reduction of the lanes. So
+//! # The reference order
 //!
-//! - `dot(a, b) == dot(b, a)` bit for bit (`fma(x, y, s) == fma(y, x, s)`),
-//!   which makes every score symmetric;
-//! - the blocked kernel ([`dots`]) that scores a batch against the whole
-//!   event returns exactly what [`dot`] returns pair by pair, so a list
+//! Every dot product in the crate goes through this module, and every exact
+//! path computes it the same way: 16 lanes, lane `l` accumulating the
+//! products of the elements `i ≡ l (mod 16)` of the full 16-element chunks in
+//! index order with a fused multiply-add, then the tail elements
+//! `full..n` folded into lanes `0..n - full` (one more multiply-add each),
+//! then a fixed pairwise reduction of the lanes ([`reduce`]):
+//! `s8[i] = acc[i] + acc[i + 8]`, `s4[i] = s8[i] + s8[i + 4]`,
+//! `(s4[0] + s4[2]) + (s4[1] + s4[3])`. So
+//!
+//! - `dot(a, b) == dot(b, a)` bit for bit (`fma(x, y, s) == fma(y, x, s)`,
+//!   `x + y == y + x`), which makes every score symmetric;
+//! - the blocked kernels ([`dots`]) that score a batch against the whole
+//!   event return exactly what [`dot`] returns pair by pair, so a list
 //!   computed in a batch and one recomputed alone agree to the last bit;
-//! - the result does not depend on the CPU: the AVX-512 and AVX2 paths and the
-//!   portable fallback perform the same operations in the same order (a fused
-//!   multiply-add rounds once on every machine), so workers on different
-//!   hardware write the same scores.
+//! - the result does not depend on the CPU: the AVX-512, AVX2 and NEON paths
+//!   and the portable fallback perform the same operations on the same
+//!   values in the same order (a fused multiply-add rounds once on every
+//!   machine), so workers on different hardware write the same scores.
 //!
-//! The blocked kernel streams each candidate vector once per group of four
-//! queries, keeping the accumulators in registers; the batch is split across
-//! the available cores by candidate range.
+//! A lane's value depends only on its own elements, so a kernel may compute
+//! the lanes in any grouping: the AVX2 kernel computes lanes 0–7 of a pair
+//! in one pass over the vectors and lanes 8–15 in a second pass (one `ymm`
+//! register per pair and pass instead of two), the NEON kernel lanes in four
+//! passes of four. Lanes a tail does not reach are left exactly as they are
+//! (a blend, not a multiply-add of zeros, which would turn a `-0.0` lane
+//! into `+0.0`). The reduction is done for eight pairs at once with
+//! shuffles that add exactly the same two values at each level as
+//! [`reduce`] does (see `x86::fold8`).
+//!
+//! # The GEMM-class kernel
+//!
+//! The batch is a matrix product: 20 queries (a worker's batch) against the
+//! event's N attendees, or more. The micro-kernel ([`Micro`]) scores 4
+//! queries × 3 candidates at once: per pass, 12 accumulators, 3 candidate
+//! registers and one query register, so each loaded query chunk feeds three
+//! multiply-adds and each candidate chunk four (16 `ymm` registers on AVX2).
+//! [`gemm`] blocks it for the caches: queries in tiles that stay in L2
+//! ([`query_tile`]), candidates in blocks that stay in L1 ([`cand_block`]);
+//! for every block, every group of four queries of the tile passes over it,
+//! while the next block is prefetched, a share before each group. So each
+//! candidate comes from memory once per query tile (once per call for a
+//! worker's batch), and the memory traffic overlaps the arithmetic of the
+//! whole tile instead of stalling the first group. The batch is split across
+//! the cores by candidate range ([`run_parallel_with`], one helper for every
+//! kernel).
+//!
+//! # The approximate first pass
+//!
+//! [`dots_approx`] scores from 16-bit copies ([`to_approx`]): half the
+//! memory traffic, for the worker's first pass over a large cosine-v1 event,
+//! after which `matching::plan_bounded` recomputes exactly every score that
+//! could matter, so approximate scores are never stored. It is within
+//! [`approx_error`] of [`dot`]. Two formats, one API:
+//!
+//! - **IEEE half** (F16C on AVX2 x86, NEON on aarch64): each candidate is
+//!   stored as `x / s` in half precision, with `s` a power of two that puts
+//!   its largest element in `[1/2, 1)`. A tile of candidates is converted back
+//!   to f32 (exactly: every half is an f32) into a buffer that stays in L2,
+//!   the exact kernel scores the f32 queries against it in the reference
+//!   order, and each score is multiplied by `s`. The result is therefore the
+//!   same on every CPU too. The bound is derived in [`half`].
+//! - **bfloat16** (AVX-512 BF16 only): `vdpbf16ps`, queries rounded to
+//!   bfloat16 as well. Unchanged arithmetic; its bound is documented at
+//!   `half::BF16_REL_ERROR`.
+//!
+//! # Soundness
+//!
+//! Every `unsafe` block carries a `SAFETY:` comment (the module denies
+//! `unsafe_op_in_unsafe_fn` and warns on `clippy::undocumented_unsafe_blocks`).
+//! The invariants the intrinsics rely on are checked where they are used: a
+//! micro-kernel asserts that its slices have one length before its
+//! unchecked loads; a safe wrapper of an instruction-set path checks the CPU
+//! features itself; every public entry handles empty vectors, zero
+//! queries, zero candidates and mismatched lengths (skipped, like `None`).
+//! Under Miri only the portable paths run.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::sync::OnceLock;
 
-/// Accumulator lanes (one AVX-512 register, two AVX2 registers).
-const LANES: usize = 16;
-/// Queries scored per pass over a candidate.
-const GROUP: usize = 4;
+mod half;
+mod portable;
+#[cfg(test)]
+mod tests;
 
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod arm;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use half::ApproxVector;
+
+/// Accumulator lanes (one AVX-512 register, two AVX2 registers, four NEON
+/// registers).
+const LANES: usize = 16;
+/// Queries per micro-kernel call.
+const Q_MICRO: usize = 4;
+/// Candidates per micro-kernel call.
+const C_MICRO: usize = 3;
+/// Bytes of candidates per block scored by every query of a tile (kept in
+/// L1, with the four queries of a micro-kernel call; 16 candidates of 384
+/// dimensions). Measured on Zen 3 (32 KiB L1): 10, 18, 24 and 30 KiB, 24
+/// best for the GEMM shapes, all within the noise for 20 queries.
+const L1_CAND_BYTES: usize = 24 * 1024;
+/// Bytes of queries per tile (kept in L2; a worker's batch of 20 vectors of
+/// 384 dimensions is one tile).
+const L2_QUERY_BYTES: usize = 160 * 1024;
+/// Bytes of converted candidates per tile of the approximate path (kept in
+/// L2).
+const APPROX_TILE_BYTES: usize = 64 * 1024;
+/// A cache line.
+const LINE: usize = 64;
+
+/// The fixed pairwise reduction of the 16 lanes (see the module docs).
 #[inline(always)]
 fn reduce(acc: &[f32; LANES]) -> f32 {
     let mut s8 = [0f32; 8];
@@ -40,497 +132,385 @@ fn reduce(acc: &[f32; LANES]) -> f32 {
     (s4[0] + s4[2]) + (s4[1] + s4[3])
 }
 
-/// `Q` dot products of `qs[j]` with `c`, all of length `c.len()`.
-#[inline(always)]
-fn dot_group<const Q: usize>(qs: [&[f32]; Q], c: &[f32]) -> [f32; Q] {
-    let n = c.len();
-    let qs = qs.map(|q| &q[..n]);
-    let mut acc = [[0f32; LANES]; Q];
-    let full = n - n % LANES;
-    let mut i = 0;
-    while i < full {
-        let cc = &c[i..i + LANES];
-        for q in 0..Q {
-            let qq = &qs[q][i..i + LANES];
-            for l in 0..LANES {
-                acc[q][l] = qq[l].mul_add(cc[l], acc[q][l]);
-            }
-        }
-        i += LANES;
-    }
-    for (l, j) in (full..n).enumerate() {
-        for q in 0..Q {
-            acc[q][l] = qs[q][j].mul_add(c[j], acc[q][l]);
-        }
-    }
-    let mut out = [0f32; Q];
-    for q in 0..Q {
-        out[q] = reduce(&acc[q]);
-    }
-    out
+/// One instruction set's register-blocked micro-kernel.
+trait Micro {
+    /// The `R × C` dot products `out[r][c]` of `qs[r]` and `cs[c]`, in the
+    /// reference order. Panics unless every slice has the same length.
+    ///
+    /// # Safety
+    /// The CPU supports the instruction set of the implementation.
+    unsafe fn tile<const R: usize, const C: usize>(qs: [&[f32]; R], cs: [&[f32]; C]) -> [[f32; C]; R];
+
+    /// A hint to load the cache line at `p` (any address: a prefetch never
+    /// faults and reads nothing the program can observe).
+    ///
+    /// # Safety
+    /// As for [`Micro::tile`].
+    unsafe fn prefetch(p: *const u8);
 }
 
-/// Scores every query against the candidates `cands[k]` (`None` = no
-/// comparable vector; `out` keeps its value there). `out` is row-major with
-/// row length `stride`: `out[q * stride + k]`. Every query and candidate has
-/// the same length. Candidates are taken in tiles that stay in the L2 cache
-/// while every group of queries passes over them.
-#[inline(always)]
-fn block(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
-    block_with(queries, cands, out, stride, dot_group::<GROUP>, dot_group::<1>)
+/// Candidates per L1 block for vectors of `len` elements: a multiple of
+/// [`C_MICRO`].
+fn cand_block(len: usize) -> usize {
+    (L1_CAND_BYTES / (len.max(1) * 4) / C_MICRO).max(1) * C_MICRO
 }
 
-/// [`block`] with the group functions of one instruction set.
+/// Queries per L2 tile for vectors of `len` elements: a multiple of
+/// [`Q_MICRO`].
+fn query_tile(len: usize) -> usize {
+    (L2_QUERY_BYTES / (len.max(1) * 4) / Q_MICRO).max(1) * Q_MICRO
+}
+
+/// Prefetches part `part` of `parts` of the cache lines of `count` regions
+/// of `bytes` bytes each, region `c` starting at `at(c)`.
+///
+/// # Safety
+/// As for [`Micro::tile`].
 #[inline(always)]
-fn block_with(
-    queries: &[&[f32]],
-    cands: &[Option<&[f32]>],
-    out: &mut [f32],
-    stride: usize,
-    group: impl Fn([&[f32]; GROUP], &[f32]) -> [f32; GROUP],
-    single: impl Fn([&[f32]; 1], &[f32]) -> [f32; 1],
+unsafe fn prefetch_part<M: Micro>(
+    count: usize,
+    bytes: usize,
+    at: impl Fn(usize) -> *const u8,
+    part: usize,
+    parts: usize,
 ) {
-    let len = queries.first().map_or(1, |q| q.len()).max(1);
-    let tile = (TILE_BYTES / (len * 4)).clamp(8, 4096);
-    for t0 in (0..cands.len()).step_by(tile) {
-        let t1 = (t0 + tile).min(cands.len());
-        let mut q0 = 0;
-        while q0 < queries.len() {
-            let rest = queries.len() - q0;
-            for (k, c) in cands[t0..t1].iter().enumerate() {
-                let Some(c) = c else { continue };
-                if c.len() != len {
-                    continue;
-                }
-                let col = t0 + k;
-                if rest >= GROUP {
-                    let r = group([queries[q0], queries[q0 + 1], queries[q0 + 2], queries[q0 + 3]], c);
-                    for (q, v) in r.into_iter().enumerate() {
-                        out[(q0 + q) * stride + col] = v;
-                    }
-                } else {
-                    for q in 0..rest {
-                        out[(q0 + q) * stride + col] = single([queries[q0 + q]], c)[0];
-                    }
-                }
-            }
-            q0 += GROUP.min(rest);
-        }
+    let lines = bytes.div_ceil(LINE);
+    let total = count * lines;
+    if total == 0 || parts == 0 {
+        return;
+    }
+    for idx in part * total / parts..(part + 1) * total / parts {
+        // SAFETY: the caller guarantees the instruction set; the address is
+        // computed with wrapping arithmetic and only prefetched.
+        unsafe { M::prefetch(at(idx / lines).wrapping_add((idx % lines) * LINE)) };
     }
 }
 
-/// Bytes of candidate vectors per tile (half a typical L2 cache).
-const TILE_BYTES: usize = 256 * 1024;
-
-type DotFn = fn(&[f32], &[f32]) -> f32;
-/// A blocked kernel over vectors of element type `T` (see [`block`]).
-type BlockOf<T> = fn(&[&[T]], &[Option<&[T]>], &mut [f32], usize);
-type BlockFn = BlockOf<f32>;
-
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    dot_group::<1>([a], b)[0]
-}
-
-fn block_portable(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
-    block(q, c, out, stride)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    //! The same arithmetic as [`super::dot_group`], written with intrinsics:
-    //! one `fmadd` per 16 (AVX-512) or 8 (AVX2) lanes, accumulators kept in
-    //! registers, the tail and the reduction done by the shared scalar code.
-
-    use super::*;
-    use std::arch::x86_64::*;
-
-    /// Defines a blocked kernel from a `pass` function: candidates of the
-    /// queries' length, taken in tiles that stay in the L2 cache while every
-    /// group of queries (eight, four, then one at a time) passes over them.
-    macro_rules! blocked {
-        ($(#[$attr:meta])* $name:ident, $t:ty, $pass:ident, $min_len:expr) => {
-            $(#[$attr])*
-            unsafe fn $name(queries: &[&[$t]], cands: &[Option<&[$t]>], out: &mut [f32], stride: usize) {
-                let len = queries.first().map_or($min_len, |q| q.len()).max($min_len);
-                let tile = (TILE_BYTES / (len * std::mem::size_of::<$t>())).clamp(8, 4096);
-                let cols: Vec<(usize, &[$t])> = cands
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(k, c)| c.filter(|c| c.len() == len).map(|c| (k, c)))
-                    .collect();
-                for tile_cols in cols.chunks(tile) {
-                    let mut q0 = 0;
-                    while q0 < queries.len() {
-                        let rest = queries.len() - q0;
-                        if rest >= 2 * GROUP {
-                            let qs: [&[$t]; 2 * GROUP] = std::array::from_fn(|q| queries[q0 + q]);
-                            $pass(qs, tile_cols, out, stride, q0);
-                            q0 += 2 * GROUP;
-                        } else if rest >= GROUP {
-                            let qs: [&[$t]; GROUP] = std::array::from_fn(|q| queries[q0 + q]);
-                            $pass(qs, tile_cols, out, stride, q0);
-                            q0 += GROUP;
-                        } else {
-                            $pass([queries[q0]], tile_cols, out, stride, q0);
-                            q0 += 1;
+/// Scores every query against every candidate `(col, vector)` of `cols`,
+/// writing `out[q * stride + col]`, with the blocking described in the
+/// module docs. The regions `extra` (the next candidates of the caller, in
+/// 16-bit form) are prefetched, spread evenly over the work.
+///
+/// Lengths need not be checked by the caller: the micro-kernel panics on
+/// vectors of different lengths, and `out` is indexed with bounds checks.
+///
+/// # Safety
+/// The CPU supports `M`'s instruction set.
+#[inline(always)]
+unsafe fn gemm<M: Micro>(qs: &[&[f32]], cols: &[(usize, &[f32])], out: &mut [f32], stride: usize, extra: &[&[u16]]) {
+    let len = qs.first().map_or(0, |q| q.len());
+    let (qt, cb) = (query_tile(len), cand_block(len));
+    let blocks = cols.len().div_ceil(cb);
+    let slots = blocks * qs.len().div_ceil(Q_MICRO);
+    let extra_bytes = extra.first().map_or(0, |e| e.len() * 2);
+    let mut slot = 0;
+    for q0 in (0..qs.len()).step_by(qt) {
+        let tile = &qs[q0..(q0 + qt).min(qs.len())];
+        for b in 0..blocks {
+            let block = &cols[b * cb..((b + 1) * cb).min(cols.len())];
+            let next = cols.get((b + 1) * cb..((b + 2) * cb).min(cols.len())).unwrap_or(&[]);
+            let micros = tile.len().div_ceil(Q_MICRO);
+            for m in 0..micros {
+                // SAFETY: the caller guarantees M's instruction set.
+                unsafe { prefetch_part::<M>(next.len(), len * 4, |c| next[c].1.as_ptr().cast(), m, micros) };
+                // SAFETY: as above.
+                unsafe { prefetch_part::<M>(extra.len(), extra_bytes, |c| extra[c].as_ptr().cast(), slot, slots) };
+                slot += 1;
+                let r0 = m * Q_MICRO;
+                let r = Q_MICRO.min(tile.len() - r0);
+                for c0 in (0..block.len()).step_by(C_MICRO) {
+                    let c = C_MICRO.min(block.len() - c0);
+                    let (qs, cs) = (&tile[r0..r0 + r], &block[c0..c0 + c]);
+                    let row = q0 + r0;
+                    // SAFETY: (every arm) the caller guarantees M's
+                    // instruction set; `qs` has `r` and `cs` `c` elements.
+                    unsafe {
+                        match (r, c) {
+                            (4, 3) => put::<M, 4, 3>(qs, row, cs, out, stride),
+                            (4, 2) => put::<M, 4, 2>(qs, row, cs, out, stride),
+                            (4, 1) => put::<M, 4, 1>(qs, row, cs, out, stride),
+                            (3, 3) => put::<M, 3, 3>(qs, row, cs, out, stride),
+                            (3, 2) => put::<M, 3, 2>(qs, row, cs, out, stride),
+                            (3, 1) => put::<M, 3, 1>(qs, row, cs, out, stride),
+                            (2, 3) => put::<M, 2, 3>(qs, row, cs, out, stride),
+                            (2, 2) => put::<M, 2, 2>(qs, row, cs, out, stride),
+                            (2, 1) => put::<M, 2, 1>(qs, row, cs, out, stride),
+                            (1, 3) => put::<M, 1, 3>(qs, row, cs, out, stride),
+                            (1, 2) => put::<M, 1, 2>(qs, row, cs, out, stride),
+                            _ => put::<M, 1, 1>(qs, row, cs, out, stride),
                         }
                     }
                 }
             }
-        };
+        }
     }
+}
 
-    /// Finishes lanes in `acc` with the tail `from..n`, then reduces.
-    #[inline(always)]
-    fn finish(mut acc: [f32; LANES], q: &[f32], c: &[f32], from: usize) -> f32 {
-        for (l, j) in (from..c.len()).enumerate() {
-            acc[l] = q[j].mul_add(c[j], acc[l]);
+/// One micro-kernel call: rows `row..row + R` of `out`, the columns of `cs`.
+///
+/// # Safety
+/// The CPU supports `M`'s instruction set.
+#[inline(always)]
+unsafe fn put<M: Micro, const R: usize, const C: usize>(
+    qs: &[&[f32]],
+    row: usize,
+    cs: &[(usize, &[f32])],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let q: [&[f32]; R] = std::array::from_fn(|r| qs[r]);
+    let c: [&[f32]; C] = std::array::from_fn(|j| cs[j].1);
+    // SAFETY: the caller guarantees M's instruction set.
+    let res = unsafe { M::tile::<R, C>(q, c) };
+    for (r, line) in res.iter().enumerate() {
+        for (j, &v) in line.iter().enumerate() {
+            out[(row + r) * stride + cs[j].0] = v;
         }
-        reduce(&acc)
     }
+}
 
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn group_avx512<const Q: usize>(qs: [&[f32]; Q], c: &[f32]) -> [f32; Q] {
-        let n = c.len();
-        let full = n - n % LANES;
-        let mut acc = [_mm512_setzero_ps(); Q];
-        let mut i = 0;
-        while i < full {
-            // SAFETY: i + 16 <= full <= n, and every query has length >= n.
-            let cv = _mm512_loadu_ps(c.as_ptr().add(i));
-            for q in 0..Q {
-                let qv = _mm512_loadu_ps(qs[q].as_ptr().add(i));
-                acc[q] = _mm512_fmadd_ps(qv, cv, acc[q]);
-            }
-            i += LANES;
-        }
-        let mut out = [0f32; Q];
-        for q in 0..Q {
-            let mut lanes = [0f32; LANES];
-            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[q]);
-            out[q] = finish(lanes, qs[q], c, full);
-        }
-        out
+/// The approximate path over IEEE half vectors (see the module docs): tiles
+/// of candidates converted to f32 by `convert` into a buffer, scored exactly
+/// by `M`'s kernel, and scaled by each candidate's power of two. Every `cols`
+/// vector must be in [`half::Format::F16`] of the queries' length (else
+/// panics).
+///
+/// # Safety
+/// The CPU supports `M`'s instruction set.
+#[inline(always)]
+unsafe fn approx_gemm<M: Micro>(
+    qs: &[&[f32]],
+    cols: &[(usize, &ApproxVector)],
+    out: &mut [f32],
+    stride: usize,
+    convert: impl Fn(&[u16], &mut [f32]),
+) {
+    let Some(len) = qs.first().map(|q| q.len()) else { return };
+    if cols.is_empty() || len == 0 {
+        return;
     }
-
-    /// `Q` queries against two candidates at once: 2·Q accumulators, so
-    /// each loaded query chunk feeds two multiply-adds.
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn pair_avx512<const Q: usize>(qs: [&[f32]; Q], c0: &[f32], c1: &[f32]) -> [[f32; Q]; 2] {
-        let n = c0.len();
-        let full = n - n % LANES;
-        let mut a0 = [_mm512_setzero_ps(); Q];
-        let mut a1 = [_mm512_setzero_ps(); Q];
-        let mut i = 0;
-        while i < full {
-            // SAFETY: i + 16 <= full <= n; both candidates and every query
-            // have length >= n.
-            let v0 = _mm512_loadu_ps(c0.as_ptr().add(i));
-            let v1 = _mm512_loadu_ps(c1.as_ptr().add(i));
-            for q in 0..Q {
-                let qv = _mm512_loadu_ps(qs[q].as_ptr().add(i));
-                a0[q] = _mm512_fmadd_ps(qv, v0, a0[q]);
-                a1[q] = _mm512_fmadd_ps(qv, v1, a1[q]);
-            }
-            i += LANES;
+    let cb = cand_block(len);
+    let t = (APPROX_TILE_BYTES / (len * 4) / cb).max(1) * cb;
+    let mut buf = vec![0f32; t.min(cols.len()) * len];
+    for (ti, tile) in cols.chunks(t).enumerate() {
+        for ((_, a), dst) in tile.iter().zip(buf.chunks_exact_mut(len)) {
+            assert!(a.format() == half::Format::F16 && a.len() == len);
+            convert(a.bits(), dst);
         }
-        let mut out = [[0f32; Q]; 2];
-        for q in 0..Q {
-            let mut lanes = [0f32; LANES];
-            _mm512_storeu_ps(lanes.as_mut_ptr(), a0[q]);
-            out[0][q] = finish(lanes, qs[q], c0, full);
-            _mm512_storeu_ps(lanes.as_mut_ptr(), a1[q]);
-            out[1][q] = finish(lanes, qs[q], c1, full);
-        }
-        out
-    }
-
-    blocked!(
-        /// The blocked kernel on AVX-512: tiles of candidates, queries in
-        /// groups of eight, four, then one.
-        #[target_feature(enable = "avx512f,fma")]
-        block_avx512, f32, pass_avx512, 1
-    );
-
-    /// `Q` queries (rows `q0..q0 + Q` of `out`) over a tile of candidates,
-    /// two candidates at a time.
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn pass_avx512<const Q: usize>(
-        qs: [&[f32]; Q],
-        tile_cols: &[(usize, &[f32])],
-        out: &mut [f32],
-        stride: usize,
-        q0: usize,
-    ) {
-        let mut pairs = tile_cols.chunks_exact(2);
-        for pair in &mut pairs {
-            let r = pair_avx512::<Q>(qs, pair[0].1, pair[1].1);
-            for (j, (col, _)) in pair.iter().enumerate() {
-                for q in 0..Q {
-                    out[(q0 + q) * stride + col] = r[j][q];
-                }
-            }
-        }
-        for (col, c) in pairs.remainder() {
-            let r = group_avx512::<Q>(qs, c);
-            for q in 0..Q {
-                out[(q0 + q) * stride + col] = r[q];
+        let packed: Vec<(usize, &[f32])> = tile
+            .iter()
+            .zip(buf.chunks_exact(len))
+            .map(|((col, _), v)| (*col, v))
+            .collect();
+        let next: Vec<&[u16]> = cols.iter().skip((ti + 1) * t).take(t).map(|(_, a)| a.bits()).collect();
+        // SAFETY: the caller guarantees M's instruction set.
+        unsafe { gemm::<M>(qs, &packed, out, stride, &next) };
+        for (col, a) in tile {
+            for q in 0..qs.len() {
+                out[q * stride + col] *= a.scale();
             }
         }
     }
+}
 
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-        group_avx512::<1>([a], b)[0]
+/// Candidates of length `len` with their column: the only ones a kernel
+/// scores (`None` and other lengths keep their value in `out`).
+fn columns<C: Copy>(cands: &[Option<C>], len: usize, len_of: impl Fn(&C) -> usize) -> Vec<(usize, C)> {
+    cands
+        .iter()
+        .enumerate()
+        .filter_map(|(k, c)| c.filter(|c| len_of(c) == len).map(|c| (k, c)))
+        .collect()
+}
+
+/// The one length of `qs`, if they have one (`None` for no queries). Panics
+/// on queries of different lengths (the public entries group them first).
+fn one_length(qs: &[&[f32]]) -> Option<usize> {
+    let len = qs.first()?.len();
+    assert!(qs.iter().all(|q| q.len() == len), "queries of one length");
+    Some(len)
+}
+
+type DotFn = fn(&[f32], &[f32]) -> f32;
+/// A blocked kernel over candidates of type `C`: `out[q * stride + k]` for
+/// every query and every candidate `k` of the queries' length.
+type BlockOf<C> = fn(&[&[f32]], &[Option<C>], &mut [f32], usize);
+/// An exact blocked kernel, for candidates of any lifetime.
+type ExactBlock = for<'a> fn(&[&[f32]], &[Option<&'a [f32]>], &mut [f32], usize);
+/// An approximate blocked kernel, for candidates of any lifetime.
+type ApproxBlock = for<'a> fn(&[&[f32]], &[Option<&'a ApproxVector>], &mut [f32], usize);
+/// The zero-padded tails of a micro-kernel's queries and candidates, and
+/// their length (see `x86::half_pass`).
+#[allow(dead_code)] // not on every target
+type Tails<'a, const R: usize, const C: usize> = Option<(&'a [[f32; LANES]; R], &'a [[f32; LANES]; C], usize)>;
+
+/// An exact implementation (every one gives the same bits).
+#[derive(Clone, Copy)]
+pub struct ExactPath {
+    /// `portable`, `avx2`, `avx512` or `neon`.
+    pub name: &'static str,
+    dot: DotFn,
+    block: ExactBlock,
+}
+
+impl std::fmt::Debug for ExactPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExactPath").field("name", &self.name).finish()
+    }
+}
+
+impl ExactPath {
+    /// [`dot`] on this path.
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        (self.dot)(&a[..n], &b[..n])
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn group_avx2<const Q: usize>(qs: [&[f32]; Q], c: &[f32]) -> [f32; Q] {
-        let n = c.len();
-        let full = n - n % LANES;
-        let mut lo = [_mm256_setzero_ps(); Q];
-        let mut hi = [_mm256_setzero_ps(); Q];
-        let mut i = 0;
-        while i < full {
-            // SAFETY: i + 16 <= full <= n, and every query has length >= n.
-            let c0 = _mm256_loadu_ps(c.as_ptr().add(i));
-            let c1 = _mm256_loadu_ps(c.as_ptr().add(i + 8));
-            for q in 0..Q {
-                let p = qs[q].as_ptr().add(i);
-                lo[q] = _mm256_fmadd_ps(_mm256_loadu_ps(p), c0, lo[q]);
-                hi[q] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(8)), c1, hi[q]);
-            }
-            i += LANES;
-        }
-        let mut out = [0f32; Q];
-        for q in 0..Q {
-            let mut lanes = [0f32; LANES];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), lo[q]);
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi[q]);
-            out[q] = finish(lanes, qs[q], c, full);
-        }
-        out
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_avx2(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
-        // SAFETY: the closures run inside this function, whose features
-        // `select` checked.
-        block_with(
+    /// [`dots`] on this path.
+    pub fn dots(&self, queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32]) {
+        by_length(
             queries,
             cands,
             out,
-            stride,
-            |qs, c| unsafe { group_avx2::<GROUP>(qs, c) },
-            |qs, c| unsafe { group_avx2::<1>(qs, c) },
-        )
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-        group_avx2::<1>([a], b)[0]
-    }
-
-    // SAFETY (all four wrappers): they are only selected by `select` after
-    // `is_x86_feature_detected!` confirmed the features they enable. Queries
-    // and candidates have equal lengths (checked by the callers).
-    fn dot_avx512_safe(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        unsafe { dot_avx512(a, b) }
-    }
-    fn block_avx512_safe(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
-        assert!(q.iter().all(|x| x.len() == q[0].len()));
-        unsafe { block_avx512(q, c, out, stride) }
-    }
-    fn dot_avx2_safe(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        unsafe { dot_avx2(a, b) }
-    }
-    fn block_avx2_safe(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
-        assert!(q.iter().all(|x| x.len() == q[0].len()));
-        unsafe { block_avx2(q, c, out, stride) }
-    }
-
-    /// `Q` bfloat16 queries against two candidates: each `dpbf16` adds 32
-    /// products into 16 f32 lanes.
-    ///
-    /// `next` are candidates to come: their cache lines are prefetched as
-    /// these are read (the kernel waits on memory, not on arithmetic, at
-    /// 100,000 attendees).
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn pair_bf16<const Q: usize>(qs: [&[u16]; Q], c0: &[u16], c1: &[u16], next: [&[u16]; 2]) -> [[f32; Q]; 2] {
-        let n = c0.len() - c0.len() % BF16_BLOCK;
-        let mut a0 = [_mm512_setzero_ps(); Q];
-        let mut a1 = [_mm512_setzero_ps(); Q];
-        let mut i = 0;
-        while i < n {
-            // A prefetch never faults; `next` have the candidates' length.
-            _mm_prefetch::<_MM_HINT_T0>(next[0].as_ptr().wrapping_add(i).cast());
-            _mm_prefetch::<_MM_HINT_T0>(next[1].as_ptr().wrapping_add(i).cast());
-            // SAFETY: i + 32 <= n <= the length of both candidates and of
-            // every query (all padded to one length); the loads are unaligned.
-            let v0: __m512bh = std::mem::transmute(_mm512_loadu_si512(c0.as_ptr().add(i).cast()));
-            let v1: __m512bh = std::mem::transmute(_mm512_loadu_si512(c1.as_ptr().add(i).cast()));
-            for q in 0..Q {
-                let qv: __m512bh = std::mem::transmute(_mm512_loadu_si512(qs[q].as_ptr().add(i).cast()));
-                a0[q] = _mm512_dpbf16_ps(a0[q], qv, v0);
-                a1[q] = _mm512_dpbf16_ps(a1[q], qv, v1);
-            }
-            i += BF16_BLOCK;
-        }
-        let mut out = [[0f32; Q]; 2];
-        if Q == 8 {
-            // Sixteen sums at once instead of sixteen reductions.
-            let sums = reduce16(std::array::from_fn(|s| if s < 8 { a0[s] } else { a1[s - 8] }));
-            out[0].copy_from_slice(&sums[..Q]);
-            out[1].copy_from_slice(&sums[8..8 + Q]);
-            return out;
-        }
-        for q in 0..Q {
-            out[0][q] = _mm512_reduce_add_ps(a0[q]);
-            out[1][q] = _mm512_reduce_add_ps(a1[q]);
-        }
-        out
-    }
-
-    /// The horizontal sums of sixteen vectors, `out[s]` of `v[s]`: four
-    /// rounds of shuffles and adds that fold them into one vector (31
-    /// instructions instead of about 150 for one reduction each). Lane
-    /// `4·(s mod 4) + s div 4` ends up holding the sum of `v[s]`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn reduce16(v: [__m512; 16]) -> [f32; 16] {
-        // 512 → 256 bits: the halves of v[2j] and v[2j+1], side by side.
-        let w: [__m512; 8] = std::array::from_fn(|j| {
-            let (a, b) = (v[2 * j], v[2 * j + 1]);
-            _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(a, b), _mm512_shuffle_f32x4::<0xEE>(a, b))
-        });
-        // 256 → 128 bits: one source per 128-bit quarter.
-        let x: [__m512; 4] = std::array::from_fn(|j| {
-            let (a, b) = (w[2 * j], w[2 * j + 1]);
-            _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(a, b), _mm512_shuffle_f32x4::<0xDD>(a, b))
-        });
-        // 128 → 64 bits within each quarter.
-        let y: [__m512; 2] = std::array::from_fn(|j| {
-            let (a, b) = (_mm512_castps_pd(x[2 * j]), _mm512_castps_pd(x[2 * j + 1]));
-            _mm512_add_ps(
-                _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
-                _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
-            )
-        });
-        // 64 → 32 bits.
-        let z = _mm512_add_ps(
-            _mm512_shuffle_ps::<0b10_00_10_00>(y[0], y[1]),
-            _mm512_shuffle_ps::<0b11_01_11_01>(y[0], y[1]),
+            |c| c.len(),
+            |qs, cs, out, len| run_parallel_with(qs, cs, out, len, self.block),
         );
-        let mut lanes = [0f32; 16];
-        _mm512_storeu_ps(lanes.as_mut_ptr(), z);
-        std::array::from_fn(|s| lanes[4 * (s % 4) + s / 4])
-    }
-
-    /// `Q` queries (rows `q0..q0 + Q` of `out`) over a tile of candidates.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn pass_bf16<const Q: usize>(
-        qs: [&[u16]; Q],
-        tile_cols: &[(usize, &[u16])],
-        out: &mut [f32],
-        stride: usize,
-        q0: usize,
-    ) {
-        // Prefetch this far ahead: about as long as DRAM takes to answer.
-        const AHEAD: usize = 4;
-        for (p, pair) in tile_cols.chunks(2).enumerate() {
-            let (c1, c2) = (pair[0].1, pair.get(1).map_or(pair[0].1, |p| p.1));
-            let ahead = |d: usize| tile_cols.get(2 * p + AHEAD + d).map_or(c1, |c| c.1);
-            let r = pair_bf16::<Q>(qs, c1, c2, [ahead(0), ahead(1)]);
-            for (j, (col, _)) in pair.iter().enumerate() {
-                for q in 0..Q {
-                    out[(q0 + q) * stride + col] = r[j][q];
-                }
-            }
-        }
-    }
-
-    blocked!(
-        /// The bfloat16 kernel (see [`super::dots_bf16`]), tiled like the
-        /// others.
-        #[target_feature(enable = "avx512f,avx512bf16")]
-        block_bf16, u16, pass_bf16, BF16_BLOCK
-    );
-
-    // SAFETY: only called by `dots_bf16` after `bf16_available` confirmed
-    // AVX-512 F and BF16; every query has one length, a multiple of 32.
-    pub(super) fn block_bf16_safe(q: &[&[u16]], c: &[Option<&[u16]>], out: &mut [f32], stride: usize) {
-        assert!(q
-            .iter()
-            .all(|x| x.len() == q[0].len() && x.len().is_multiple_of(BF16_BLOCK)));
-        unsafe { block_bf16(q, c, out, stride) }
-    }
-
-    pub(super) fn select() -> Option<(DotFn, BlockFn, &'static str)> {
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
-            return Some((dot_avx512_safe, block_avx512_safe, "avx512"));
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return Some((dot_avx2_safe, block_avx2_safe, "avx2"));
-        }
-        None
-    }
-
-    #[cfg(test)]
-    pub(super) fn blocks() -> Vec<(BlockFn, &'static str)> {
-        let mut v: Vec<(BlockFn, &'static str)> = Vec::new();
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
-            v.push((block_avx512_safe, "avx512"));
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            v.push((block_avx2_safe, "avx2"));
-        }
-        v
-    }
-
-    #[cfg(test)]
-    pub(super) fn all() -> Vec<(DotFn, &'static str)> {
-        let mut v: Vec<(DotFn, &'static str)> = Vec::new();
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
-            v.push((dot_avx512_safe, "avx512"));
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            v.push((dot_avx2_safe, "avx2"));
-        }
-        v
     }
 }
 
-/// `MATCHMAKER_PORTABLE_KERNEL` set: no SIMD path at all (for comparisons;
-/// the scores are the same bits).
+/// An approximate implementation: its own 16-bit format, kernel and bound.
+#[derive(Clone, Copy)]
+pub struct ApproxPath {
+    /// `f16c` (AVX2 + F16C), `f16-neon`, `f16-portable` or `bf16`
+    /// (AVX-512 BF16).
+    pub name: &'static str,
+    format: half::Format,
+    block: ApproxBlock,
+}
+
+impl std::fmt::Debug for ApproxPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApproxPath").field("name", &self.name).finish()
+    }
+}
+
+impl ApproxPath {
+    /// [`to_approx`] for this path.
+    pub fn to_approx(&self, v: &[f32]) -> ApproxVector {
+        match self.format {
+            half::Format::F16 => half::to_f16(v),
+            half::Format::Bf16 => half::to_bf16(v),
+        }
+    }
+
+    /// [`approx_error`] for this path.
+    pub fn error(&self, norm_q: f32, norm_x_max: f32, len: usize) -> f32 {
+        match self.format {
+            half::Format::F16 => half::f16_error(norm_q, norm_x_max, len),
+            half::Format::Bf16 => half::bf16_error(norm_q, norm_x_max, len),
+        }
+    }
+
+    /// [`dots_approx`] on this path. Panics on a candidate made by another
+    /// path's [`ApproxPath::to_approx`].
+    pub fn dots(&self, queries: &[&[f32]], cands: &[Option<&ApproxVector>], out: &mut [f32]) {
+        assert!(
+            cands.iter().flatten().all(|c| c.format() == self.format),
+            "approximate vectors come from this path's to_approx"
+        );
+        // The conversion and the f32 kernel cost what the exact kernel
+        // costs; bfloat16 does two products per lane and instruction.
+        let halve = self.format == half::Format::Bf16;
+        by_length(
+            queries,
+            cands,
+            out,
+            |c| c.len(),
+            |qs, cs, out, len| run_parallel_with(qs, cs, out, if halve { len.div_ceil(2) } else { len }, self.block),
+        );
+    }
+}
+
+fn portable_path() -> ExactPath {
+    ExactPath {
+        name: "portable",
+        dot: portable::dot,
+        block: portable::block,
+    }
+}
+
+fn portable_approx_path() -> ApproxPath {
+    ApproxPath {
+        name: "f16-portable",
+        format: half::Format::F16,
+        block: portable::block_approx,
+    }
+}
+
+/// `MATCHMAKER_PORTABLE_KERNEL` set (or running under Miri): no SIMD path
+/// at all (for comparisons; the scores are the same bits).
 fn portable_forced() -> bool {
-    std::env::var_os("MATCHMAKER_PORTABLE_KERNEL").is_some()
+    cfg!(miri) || std::env::var_os("MATCHMAKER_PORTABLE_KERNEL").is_some()
 }
 
-fn kernels() -> &'static (DotFn, BlockFn, &'static str) {
-    static K: OnceLock<(DotFn, BlockFn, &'static str)> = OnceLock::new();
+/// The exact path this process uses: the fastest the CPU has.
+fn exact() -> &'static ExactPath {
+    static K: OnceLock<ExactPath> = OnceLock::new();
     K.get_or_init(|| {
         if portable_forced() {
-            return (dot_portable, block_portable, "portable");
+            return portable_path();
         }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(k) = x86::select() {
-            return k;
-        }
-        (dot_portable, block_portable, "portable")
+        exact_paths().into_iter().next().unwrap_or_else(portable_path)
     })
 }
 
-/// Which implementation this CPU uses (`avx512`, `avx2` or `portable`).
+/// The approximate path this process uses, if the CPU has one.
+fn approx() -> Option<&'static ApproxPath> {
+    static A: OnceLock<Option<ApproxPath>> = OnceLock::new();
+    A.get_or_init(|| {
+        if portable_forced() {
+            return None;
+        }
+        approx_paths().into_iter().find(|p| p.name != "f16-portable")
+    })
+    .as_ref()
+}
+
+/// Every exact path this CPU can run, fastest first (the first is the one
+/// [`dots`] uses unless `MATCHMAKER_PORTABLE_KERNEL` is set); the portable
+/// one last. For benchmarks and tests: they all give the same bits.
+pub fn exact_paths() -> Vec<ExactPath> {
+    let mut v = Vec::new();
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    v.extend(x86::exact_paths());
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
+    v.push(arm::exact_path());
+    v.push(portable_path());
+    v
+}
+
+/// Every approximate path this CPU can run, the one [`dots_approx`] uses
+/// first; `f16-portable` (slow, for tests and comparisons) last.
+pub fn approx_paths() -> Vec<ApproxPath> {
+    let mut v = Vec::new();
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    v.extend(x86::approx_paths());
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
+    v.push(arm::approx_path());
+    v.push(portable_approx_path());
+    v
+}
+
+/// Which exact implementation this process uses (`avx512`, `avx2`, `neon`
+/// or `portable`).
 pub fn implementation() -> &'static str {
-    kernels().2
+    exact().name
 }
 
 /// The dot product of two vectors of equal length (see the module docs for
 /// the exact arithmetic). Extra elements of the longer one are ignored.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    (kernels().0)(&a[..n], &b[..n])
+    exact().dot(a, b)
 }
 
 /// How many worker threads a kernel call may use.
@@ -546,26 +526,102 @@ const PARALLEL_MIN_WORK: usize = 2_000_000;
 /// `dot(queries[q], cands[k])` where `cands[k]` is `Some` and has the
 /// query's length, and stays as it was otherwise. Equal to calling [`dot`]
 /// pair by pair, bit for bit. Queries may differ in length; each is compared
-/// with the candidates of its own length only.
+/// with the candidates of its own length only. Panics unless `out` has
+/// `queries.len() × cands.len()` elements.
 pub fn dots(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32]) {
+    exact().dots(queries, cands, out)
+}
+
+/// Whether [`dots_approx`] runs on this CPU: AVX-512 BF16, or AVX2 with FMA
+/// and F16C, or NEON; never with `MATCHMAKER_PORTABLE_KERNEL` set.
+pub fn approx_available() -> bool {
+    approx().is_some()
+}
+
+/// Which approximate implementation this process uses (`bf16`, `f16c`,
+/// `f16-neon`), if any.
+pub fn approx_implementation() -> Option<&'static str> {
+    approx().map(|p| p.name)
+}
+
+/// Whether the approximate path is the bfloat16 one (AVX-512 BF16).
+pub fn bf16_available() -> bool {
+    approx().is_some_and(|p| p.format == half::Format::Bf16)
+}
+
+/// `v` in the 16-bit form of this CPU's approximate path, for
+/// [`dots_approx`] (IEEE half with a power-of-two scale, or bfloat16 when
+/// the CPU has AVX-512 BF16). Any finite vector, any length.
+pub fn to_approx(v: &[f32]) -> ApproxVector {
+    approx().copied().unwrap_or_else(portable_approx_path).to_approx(v)
+}
+
+/// How far a score of [`dots_approx`] may be from [`dot`] of the original
+/// vectors, for a query of norm at most `norm_q` and candidates of norm at
+/// most `norm_x_max`, all of `len` elements (the derivation is in the docs
+/// of the `half` module). Finite vectors; the norms are upper bounds.
+pub fn approx_error(norm_q: f32, norm_x_max: f32, len: usize) -> f32 {
+    approx()
+        .copied()
+        .unwrap_or_else(portable_approx_path)
+        .error(norm_q, norm_x_max, len)
+}
+
+/// Approximate dot products, each within [`approx_error`] of [`dots`]:
+/// `out[q * n + k]` for every `Some` candidate of the query's length,
+/// untouched elsewhere. Candidates come from [`to_approx`]; queries are the
+/// exact f32 vectors. `false`, touching nothing, when the CPU has no
+/// approximate path ([`approx_available`]). Panics unless `out` has
+/// `queries.len() × cands.len()` elements.
+pub fn dots_approx(queries: &[&[f32]], cands: &[Option<&ApproxVector>], out: &mut [f32]) -> bool {
+    assert_eq!(
+        out.len(),
+        queries.len() * cands.len(),
+        "output must be queries × candidates"
+    );
+    let Some(path) = approx() else { return false };
+    path.dots(queries, cands, out);
+    true
+}
+
+/// Runs `run(queries, cands, out, len)` once per query length, on the
+/// queries of that length and the candidates of that length (others `None`),
+/// with `out` rows mapped to the callers' rows. Empty vectors score `0.0`
+/// (an empty sum) without a kernel call.
+fn by_length<'c, C: ?Sized + Sync>(
+    queries: &[&[f32]],
+    cands: &[Option<&'c C>],
+    out: &mut [f32],
+    len_of: impl Fn(&C) -> usize,
+    run: impl Fn(&[&[f32]], &[Option<&'c C>], &mut [f32], usize),
+) {
     let n = cands.len();
     assert_eq!(out.len(), queries.len() * n, "output must be queries × candidates");
-    // Group queries by length: the kernel wants equal lengths.
     let mut lengths: Vec<usize> = queries.iter().map(|q| q.len()).collect();
     lengths.sort_unstable();
     lengths.dedup();
     for len in lengths {
         let idx: Vec<usize> = (0..queries.len()).filter(|&q| queries[q].len() == len).collect();
+        let cs: Vec<Option<&C>> = cands.iter().map(|c| c.filter(|c| len_of(*c) == len)).collect();
+        if len == 0 {
+            for &q in &idx {
+                for (k, c) in cs.iter().enumerate() {
+                    if c.is_some() {
+                        out[q * n + k] = 0.0;
+                    }
+                }
+            }
+            continue;
+        }
         let qs: Vec<&[f32]> = idx.iter().map(|&q| queries[q]).collect();
-        let cs: Vec<Option<&[f32]>> = cands.iter().map(|c| c.filter(|c| c.len() == len)).collect();
         if idx.len() == queries.len() {
             // One length (the usual case): the rows are the callers' rows.
-            run_parallel(&qs, &cs, out, len);
+            run(&qs, &cs, out, len);
             return;
         }
         // The kernel writes rows 0..qs.len(); map them to the callers' rows.
         let mut tmp = vec![f32::NAN; qs.len() * n];
-        run_parallel(&qs, &cs, &mut tmp, len);
+        run(&qs, &cs, &mut tmp, len);
         for (row, &q) in idx.iter().enumerate() {
             for k in 0..n {
                 if cs[k].is_some() {
@@ -576,17 +632,20 @@ pub fn dots(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32]) {
     }
 }
 
-fn run_parallel(qs: &[&[f32]], cs: &[Option<&[f32]>], out: &mut [f32], len: usize) {
-    run_parallel_with(qs, cs, out, len, kernels().1)
-}
-
 /// Runs `block_fn` over the candidates, split by candidate range across the
-/// cores when the work is large enough.
-fn run_parallel_with<T: Sync>(qs: &[&[T]], cs: &[Option<&[T]>], out: &mut [f32], len: usize, block_fn: BlockOf<T>) {
+/// cores when the work (`cost` multiply-adds per pair) is large enough. The
+/// one thread-splitting helper of every kernel.
+fn run_parallel_with<C: Sync + Copy>(
+    qs: &[&[f32]],
+    cs: &[Option<C>],
+    out: &mut [f32],
+    cost: usize,
+    block_fn: BlockOf<C>,
+) {
     let n = cs.len();
-    let work = qs.len() * n * len.max(1);
+    let work = qs.len() * n * cost.max(1);
     let t = threads().min(n.max(1));
-    if t <= 1 || work < PARALLEL_MIN_WORK {
+    if t <= 1 || work < PARALLEL_MIN_WORK || cfg!(miri) {
         block_fn(qs, cs, out, n);
         return;
     }
@@ -626,211 +685,6 @@ fn run_parallel_with<T: Sync>(qs: &[&[T]], cs: &[Option<&[T]>], out: &mut [f32],
         if hi > lo {
             for (row, seg) in out.chunks_mut(n).zip(part.chunks(hi - lo)) {
                 row[lo..hi].copy_from_slice(seg);
-            }
-        }
-    }
-}
-
-/// Elements per bfloat16 block: vectors converted by [`to_bf16`] are padded
-/// with zeros to a multiple of this.
-pub const BF16_BLOCK: usize = 32;
-
-/// How far an approximate dot product of [`dots_bf16`] may be from the exact
-/// one of [`dot`], relative to the product of the two vectors' norms.
-///
-/// Rounding each element to bfloat16 (8 significant bits, round to nearest
-/// even) moves it by at most 2⁻⁹ of itself, so each product moves by at most
-/// (2·2⁻⁹ + 2⁻¹⁸)·|qⱼxⱼ|, and the sum by at most 0.003910·Σ|qⱼxⱼ| ≤
-/// 0.003910·‖q‖·‖x‖ (Cauchy–Schwarz). The products of two bfloat16 values are
-/// exact in f32; the two f32 summations (here, and in [`dot`]), at most 28
-/// additions deep per lane, add at most 2·28·2⁻²⁴ ≈ 0.0000034 of Σ|qⱼxⱼ|.
-/// Rounded up, with room to spare.
-pub const BF16_REL_ERROR: f32 = 0.00395;
-/// Plus this, absolute, for values flushed to zero (below 10⁻³⁸).
-pub const BF16_ABS_ERROR: f32 = 1e-6;
-
-/// Whether [`dots_bf16`] runs on this CPU (AVX-512 BF16).
-pub fn bf16_available() -> bool {
-    static A: OnceLock<bool> = OnceLock::new();
-    *A.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if !portable_forced() {
-            return std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16");
-        }
-        false
-    })
-}
-
-/// `v` in bfloat16 (round to nearest even), zero-padded to a multiple of
-/// [`BF16_BLOCK`].
-pub fn to_bf16(v: &[f32]) -> Vec<u16> {
-    let mut out: Vec<u16> = v
-        .iter()
-        .map(|x| {
-            let b = x.to_bits();
-            if x.is_nan() {
-                return 0x7FC0;
-            }
-            ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
-        })
-        .collect();
-    out.resize(v.len().div_ceil(BF16_BLOCK) * BF16_BLOCK, 0);
-    out
-}
-
-/// Approximate dot products, within [`BF16_REL_ERROR`] of [`dots`]: `out[q *
-/// n + k]` for every `Some` candidate, untouched elsewhere. Queries and
-/// candidates come from [`to_bf16`] of vectors of one length. `false`,
-/// touching nothing, when the CPU lacks AVX-512 BF16.
-pub fn dots_bf16(queries: &[&[u16]], cands: &[Option<&[u16]>], out: &mut [f32]) -> bool {
-    assert_eq!(
-        out.len(),
-        queries.len() * cands.len(),
-        "output must be queries × candidates"
-    );
-    if !bf16_available() {
-        return false;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let len = queries.first().map_or(0, |q| q.len());
-        assert!(queries.iter().all(|q| q.len() == len && len.is_multiple_of(BF16_BLOCK)));
-        run_parallel_with(queries, cands, out, len / 2, x86::block_bf16_safe);
-        true
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::{Rng, SeedableRng};
-
-    fn vec_of(rng: &mut impl Rng, n: usize) -> Vec<f32> {
-        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
-    }
-
-    /// The bfloat16 kernel stays within its documented error of the exact
-    /// dot products, pads any length, and leaves the other columns alone.
-    #[test]
-    fn bf16_dots_are_within_their_bound() {
-        if !bf16_available() {
-            eprintln!("skipped: no AVX-512 BF16 on this CPU");
-            return;
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        for len in [1, 31, 32, 100, 384] {
-            let unit = |rng: &mut rand::rngs::StdRng| {
-                let v = vec_of(rng, len);
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-                v.iter().map(|x| x / norm).collect::<Vec<f32>>()
-            };
-            let qs: Vec<Vec<f32>> = (0..11).map(|_| unit(&mut rng)).collect();
-            let cs: Vec<Vec<f32>> = (0..600).map(|_| unit(&mut rng)).collect();
-            let qh: Vec<Vec<u16>> = qs.iter().map(|q| to_bf16(q)).collect();
-            let ch: Vec<Vec<u16>> = cs.iter().map(|c| to_bf16(c)).collect();
-            let q_refs: Vec<&[u16]> = qh.iter().map(|q| &q[..]).collect();
-            let c_refs: Vec<Option<&[u16]>> = ch
-                .iter()
-                .enumerate()
-                .map(|(k, c)| (k % 7 != 3).then_some(&c[..]))
-                .collect();
-            let mut out = vec![-9.0f32; qs.len() * cs.len()];
-            assert!(dots_bf16(&q_refs, &c_refs, &mut out));
-            for (q, qv) in qs.iter().enumerate() {
-                for (k, cv) in cs.iter().enumerate() {
-                    let got = out[q * cs.len() + k];
-                    if k % 7 == 3 {
-                        assert_eq!(got, -9.0, "untouched column");
-                        continue;
-                    }
-                    let exact = dot(qv, cv);
-                    assert!(
-                        (got - exact).abs() <= BF16_REL_ERROR * 1.0001 + BF16_ABS_ERROR,
-                        "len {len} q {q} k {k}: {got} vs {exact}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn blocked_kernel_equals_pairwise_dot_bit_for_bit() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for &len in &[1usize, 3, 16, 17, 31, 384, 385] {
-            let queries: Vec<Vec<f32>> = (0..13).map(|_| vec_of(&mut rng, len)).collect();
-            let mut cands: Vec<Option<Vec<f32>>> = (0..23).map(|_| Some(vec_of(&mut rng, len))).collect();
-            cands[5] = None;
-            cands[9] = Some(vec_of(&mut rng, len + 1)); // other length: skipped
-            let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
-            let cs: Vec<Option<&[f32]>> = cands.iter().map(|c| c.as_deref()).collect();
-            let mut out = vec![-7.0; qs.len() * cs.len()];
-            dots(&qs, &cs, &mut out);
-            for (q, qv) in queries.iter().enumerate() {
-                for (k, c) in cands.iter().enumerate() {
-                    let got = out[q * cs.len() + k];
-                    match c {
-                        Some(c) if c.len() == len => {
-                            assert_eq!(got.to_bits(), dot(qv, c).to_bits(), "len {len} q {q} k {k}");
-                            assert_eq!(dot(qv, c).to_bits(), dot(c, qv).to_bits());
-                        }
-                        _ => assert_eq!(got, -7.0),
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn parallel_split_equals_single_thread() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let len = 64;
-        let queries: Vec<Vec<f32>> = (0..9).map(|_| vec_of(&mut rng, len)).collect();
-        // Enough work to cross PARALLEL_MIN_WORK.
-        let cands: Vec<Option<Vec<f32>>> = (0..5_000).map(|_| Some(vec_of(&mut rng, len))).collect();
-        let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
-        let cs: Vec<Option<&[f32]>> = cands.iter().map(|c| c.as_deref()).collect();
-        let mut out = vec![0.0; qs.len() * cs.len()];
-        dots(&qs, &cs, &mut out);
-        for (q, qv) in queries.iter().enumerate() {
-            for (k, c) in cands.iter().enumerate() {
-                let c = c.as_deref().unwrap_or(&[]);
-                assert_eq!(out[q * cs.len() + k].to_bits(), dot(qv, c).to_bits());
-            }
-        }
-    }
-
-    #[test]
-    fn every_blocked_kernel_gives_the_same_bits() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        for len in [7usize, 16, 33, 384] {
-            let queries: Vec<Vec<f32>> = (0..6).map(|_| vec_of(&mut rng, len)).collect();
-            let cands: Vec<Option<Vec<f32>>> = (0..41).map(|k| (k % 9 != 4).then(|| vec_of(&mut rng, len))).collect();
-            let qs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
-            let cs: Vec<Option<&[f32]>> = cands.iter().map(|c| c.as_deref()).collect();
-            let mut want = vec![0.0; qs.len() * cs.len()];
-            block_portable(&qs, &cs, &mut want, cs.len());
-            #[cfg(target_arch = "x86_64")]
-            for (f, name) in x86::blocks() {
-                let mut got = vec![0.0; qs.len() * cs.len()];
-                f(&qs, &cs, &mut got, cs.len());
-                let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{name} len {len}");
-            }
-        }
-    }
-
-    #[test]
-    fn every_implementation_gives_the_same_bits() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        for len in [5usize, 16, 100, 384] {
-            let a = vec_of(&mut rng, len);
-            let b = vec_of(&mut rng, len);
-            assert_eq!(dot(&a, &b).to_bits(), dot_portable(&a, &b).to_bits());
-            #[cfg(target_arch = "x86_64")]
-            for (f, name) in x86::all() {
-                assert_eq!(f(&a, &b).to_bits(), dot_portable(&a, &b).to_bits(), "{name} len {len}");
             }
         }
     }

@@ -212,13 +212,14 @@ impl Event {
     }
 
     /// cosine-v1 rows of `users` (all matchable, with vectors of one length)
-    /// from bfloat16 vectors: every eligible pair within `bounds[r]` of its
+    /// from 16-bit vectors: every eligible pair within `bounds[r]` of its
     /// exact score in [`Event::score_rows`], and NaN exactly where that row
     /// has NaN. Half the memory traffic of the exact rows; [`super::plan_bounded`]
     /// then computes exactly the scores that matter. `None` when the event
-    /// is not cosine-v1, the CPU lacks AVX-512 BF16, or a user does not fit.
+    /// is not cosine-v1, the CPU has no approximate kernel, or a user does
+    /// not fit.
     pub fn approx_rows(&self, users: &[&Participant]) -> Option<(Vec<f32>, Vec<f32>)> {
-        if self.settings.algorithm != Ok(Algorithm::CosineV1) || !kernel::bf16_available() {
+        if self.settings.algorithm != Ok(Algorithm::CosineV1) || !kernel::approx_available() {
             return None;
         }
         let n = self.participants.len();
@@ -232,25 +233,26 @@ impl Event {
             if !self.matchable(u) || *len.get_or_insert(v.len()) != v.len() {
                 return None;
             }
-            queries.push(self.bf16.get(i)?.as_deref()?);
+            self.approx.get(i)?.as_ref()?;
+            queries.push(&v[..]);
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt() * 1.0001;
-            bounds.push(kernel::BF16_REL_ERROR * norm * self.max_norm + kernel::BF16_ABS_ERROR);
+            bounds.push(kernel::approx_error(norm, self.max_norm, v.len()));
         }
         let len = len?;
         // The same candidates as the exact rows: matchable, with a vector
         // of the queries' length.
-        let cands: Vec<Option<&[u16]>> = self
+        let cands: Vec<Option<&kernel::ApproxVector>> = self
             .participants
             .iter()
             .zip(&self.matchable)
-            .zip(&self.bf16)
+            .zip(&self.approx)
             .map(|((p, &m), h)| match (&p.embedding, h) {
-                (Embedding::Valid(v), Some(h)) if m && v.len() == len => Some(&h[..]),
+                (Embedding::Valid(v), Some(h)) if m && v.len() == len => Some(&**h),
                 _ => None,
             })
             .collect();
         let mut out = vec![f32::NAN; users.len() * n];
-        if !kernel::dots_bf16(&queries, &cands, &mut out) {
+        if !kernel::dots_approx(&queries, &cands, &mut out) {
             return None;
         }
         // Clamping moves no pair further from its exact score.
