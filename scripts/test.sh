@@ -6,7 +6,8 @@
 #   bash scripts/test.sh exactness    # extra arguments go to `cargo test` (a name filter)
 #
 # Environment: EXACTNESS_SEEDS=N (how many random seeds the exactness property
-# test runs; default 3), EXACTNESS_SEED=S (run that one seed only).
+# test runs after its fixed ones; default 2), EXACTNESS_SEED=S (run that one
+# seed only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/pg.sh

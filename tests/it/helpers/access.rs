@@ -36,7 +36,7 @@ pub async fn supabase_database() -> PgPool {
         .connect_with(base.database(&name))
         .await
         .expect("connect to the new database");
-    sqlx::raw_sql(include_str!("../fixtures/supabase-database.sql"))
+    sqlx::raw_sql(include_str!("../../fixtures/supabase-database.sql"))
         .execute(&pool)
         .await
         .expect("Supabase fixture");

@@ -2,9 +2,7 @@
 //! secrets, the deadline (slow scoring and a stuck database), and
 //! admin-start-matching's no-op / --force / --wait.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use rand::SeedableRng;
 use sqlx::PgPool;
 use std::process::{Command, Output};

@@ -1,14 +1,12 @@
 //! The embedding provider wired into the worker, against a real PostgreSQL
-//! and a deterministic fake provider on 127.0.0.1 (`common::provider`):
+//! and a deterministic fake provider on 127.0.0.1 (`helpers::provider`):
 //! provider vectors for attendees without application embeddings, one
 //! request per batch of misses, the cache across runs and events, the run
 //! record and `status`, the fallback while the provider is down, and a key
 //! that never leaks.
 
-mod common;
-
-use common::provider::{FakeProvider, Mode, DIMS, KEY};
-use common::*;
+use crate::helpers::provider::{FakeProvider, Mode, DIMS, KEY};
+use crate::helpers::*;
 use matchmaker::render_status as render;
 use matchmaker::store::status;
 use matchmaker::worker::{self, RunSummary, WorkerOptions};
@@ -204,7 +202,14 @@ async fn a_long_outage_spends_no_attempts(pool: PgPool) {
     for _ in 0..4 {
         let run = run_once(&pool, &opts).await;
         assert_eq!(run.totals.failed, 0);
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // The next run finds the rows once their short wait is over.
+        wait_for(
+            &pool,
+            "SELECT bool_and(available_at <= now()) FROM matchmaking_queue WHERE event_id = $1 AND status = 'pending'",
+            Some(c),
+            Duration::from_secs(10),
+        )
+        .await;
     }
     let (pending, failed, max_attempts): (i64, i64, Option<i32>) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed'),
@@ -272,7 +277,7 @@ async fn while_the_provider_is_down_hybrid_matches_without_it_and_cosine_waits(p
     // The provider comes back: once the rows are processed, the lists are
     // the brute force with the provider's vectors.
     fake.set_mode(Mode::Healthy);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    // The drain goes on until every row is done, breaker cool-down included.
     drain(&pool, &opts, Duration::from_secs(30)).await;
     assert_eq!(provider_rows(&pool, h).await, 15);
     assert_eq!(provider_rows(&pool, c).await, 15);

@@ -1,6 +1,5 @@
 //! Shared helpers for the integration tests: fixtures, a drain-until-empty
 //! helper (no sleeps-and-hope), and the brute-force exactness oracle.
-#![allow(dead_code)]
 
 use matchmaker::matching::brute_force;
 use matchmaker::matching::{Event, EventSettings, Participant, ParticipantRow, TagInterner};
@@ -196,6 +195,25 @@ pub async fn open_rows(pool: &PgPool) -> i64 {
         .fetch_one(pool)
         .await
         .expect("count open rows")
+}
+
+/// Waits until `condition` (a boolean SQL expression, no parameters but the
+/// event in `$1` when given) holds: a condition awaited, never a sleep that
+/// hopes. Panics after `limit`.
+pub async fn wait_for(pool: &PgPool, condition: &str, event: Option<Uuid>, limit: Duration) {
+    let started = std::time::Instant::now();
+    let sql = format!("SELECT ({condition})");
+    loop {
+        let mut q = sqlx::query_scalar::<_, Option<bool>>(&sql);
+        if let Some(e) = event {
+            q = q.bind(e);
+        }
+        if q.fetch_one(pool).await.expect("condition").unwrap_or(false) {
+            return;
+        }
+        assert!(started.elapsed() < limit, "not within {limit:?}: {condition}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The login role every test worker runs as: a member of the migrations'

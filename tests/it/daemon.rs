@@ -1,9 +1,7 @@
 //! `matchmaker daemon`: new queue rows are drained at once (LISTEN/NOTIFY,
 //! not the schedule), SIGTERM stops it cleanly, a bad schedule is refused.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use rand::SeedableRng;
 use sqlx::PgPool;
 use std::process::{Command, Stdio};

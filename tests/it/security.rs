@@ -7,10 +7,8 @@
 //! this release stays matched, and the worker works with only its role's
 //! privileges.
 
-mod common;
-
-use common::access::{self, claims_of, request, Platform};
-use common::*;
+use crate::helpers::access::{self, claims_of, request, Platform};
+use crate::helpers::*;
 use matchmaker::worker;
 use sqlx::PgPool;
 use std::process::Command;

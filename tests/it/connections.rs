@@ -4,9 +4,7 @@
 //! `sslmode=require` and `verify-full` (a wrong root certificate is a
 //! one-line error). scripts/test.sh starts the poolers and the TLS cluster.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use rand::SeedableRng;
 use sqlx::{Connection, PgPool};
 use std::process::{Command, Output};

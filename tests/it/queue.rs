@@ -3,9 +3,7 @@
 //! worker's completion is refused; poison rows end `failed` with a readable
 //! error while the rest of their batch is matched.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use matchmaker::store::jobs;
 use matchmaker::store::queue::{self, GiveBack, RetryPolicy};
 use matchmaker::worker::{self, WorkerOptions};
@@ -247,7 +245,13 @@ async fn two_claimed_rows_of_one_attendee_go_back_as_one_pending_row(pool: PgPoo
     assert_eq!(first.len(), 1);
     p.interests = vec!["rust".into()];
     update_profile(&pool, ev, &p).await;
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    wait_for(
+        &pool,
+        "SELECT bool_and(locked_until < now()) FROM matchmaking_queue WHERE status = 'processing'",
+        None,
+        Duration::from_secs(5),
+    )
+    .await;
     // One claim takes both the expired row and the new one.
     let both = queue::claim(&mut live, ev, 10, "live", Duration::from_secs(60), &[])
         .await
@@ -310,8 +314,15 @@ async fn rows_locked_by_an_open_transaction_neither_spin_the_worker_nor_starve_o
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     app.rollback().await.unwrap();
-    // The worker's backends flushed their statistics when it exited.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A backend flushes its statistics before it leaves pg_stat_activity.
+    wait_for(
+        &pool,
+        "NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                      WHERE datname = current_database() AND usename = 'matchmaker_test_worker')",
+        None,
+        Duration::from_secs(10),
+    )
+    .await;
     let spent = commits(pool.clone()).await - before;
     assert!(spent < 400, "{spent} transactions in 2 s: the worker is spinning");
     let done: i64 =

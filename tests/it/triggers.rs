@@ -2,9 +2,7 @@
 //! exclusion removes at once, and that unchanged match rows keep their
 //! identity across updates.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use rand::SeedableRng;
 use sqlx::PgPool;
 use std::time::Duration;

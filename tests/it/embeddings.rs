@@ -4,9 +4,7 @@
 //! provider's limits, retries, the breaker, timeouts and deadlines, response
 //! validation, and a key that never leaks.
 
-mod common;
-
-use common::provider::vector_for;
+use crate::helpers::provider::vector_for;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -81,7 +79,7 @@ impl Fake {
             fallback,
             seen: Vec::new(),
         }));
-        let addr = common::provider::serve(
+        let addr = crate::helpers::provider::serve(
             Router::new()
                 .route("/v1/embeddings", post(handle))
                 .with_state(state.clone()),
@@ -516,8 +514,7 @@ async fn repeated_server_errors_open_the_breaker_then_one_probe_closes_it(pool: 
 
     // After the cool-down one probe goes out, with no retries; it fails, and
     // the breaker opens again.
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    assert_eq!(e.breaker_state(), BreakerState::HalfOpen);
+    wait_half_open(&e).await;
     let got = e.embed(&pool, &[profile(1)], None).await.expect("embed");
     assert!(matches!(got[0], Err(EmbedError::ProviderUnavailable(_))));
     assert_eq!(fake.requests(), 4, "one probe");
@@ -525,7 +522,7 @@ async fn repeated_server_errors_open_the_breaker_then_one_probe_closes_it(pool: 
 
     // The provider recovers: the next probe succeeds and closes the breaker.
     fake.set_fallback(Reply::Vectors);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    wait_half_open(&e).await;
     let got = e.embed(&pool, &[profile(1), profile(2)], None).await.expect("embed");
     assert!(got.iter().all(|r| r.is_ok()), "{got:?}");
     assert_eq!(fake.requests(), 5);
@@ -805,4 +802,16 @@ async fn the_api_key_appears_in_no_log_line_error_or_debug_output(pool: PgPool) 
 struct ArgsOnly {
     #[command(flatten)]
     embeddings: EmbeddingArgs,
+}
+
+/// Waits out a breaker's cool-down (the condition, not a guess of its length).
+async fn wait_half_open(e: &Embedder) {
+    let started = std::time::Instant::now();
+    while e.breaker_state() != BreakerState::HalfOpen {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the breaker never half-opened"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
