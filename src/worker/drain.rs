@@ -62,6 +62,7 @@ pub(super) struct Worker {
     vacuums: u32,
     /// Whether this session's role may vacuum the queue (asked once).
     may_vacuum: Option<bool>,
+    last_maintain: Instant,
 }
 
 /// Where the loop goes next.
@@ -111,6 +112,7 @@ pub(super) async fn run(
         vacuumed_at: FIRST_VACUUM - VACUUM_EVERY,
         vacuums: 0,
         may_vacuum: None,
+        last_maintain: started,
         opts,
     };
     jobs::start_run(&w.pool, w.run_id, &w.worker_id, w.opts.command, w.opts.event).await?;
@@ -384,9 +386,11 @@ impl Worker {
     /// over them. Needs the table's owner; otherwise skipped, once said.
     async fn maintain(&mut self) {
         let finished = self.totals.processed + self.totals.failed;
-        if finished - self.vacuumed_at < VACUUM_EVERY {
+        // At most once a second, like the heartbeat.
+        if finished - self.vacuumed_at < VACUUM_EVERY || self.last_maintain.elapsed() < Duration::from_secs(1) {
             return;
         }
+        self.last_maintain = Instant::now();
         self.vacuumed_at = finished;
         // Statistics on the first vacuum of a run and every tenth.
         let analyze = self.vacuums.is_multiple_of(ANALYZE_EVERY);
