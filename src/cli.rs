@@ -1,7 +1,7 @@
 //! The command line: one clap enum, every flag also readable from the
 //! environment.
 
-use crate::commands::{admin_start, daemon, migrate, run, status, worker_role};
+use crate::commands::{admin_start, daemon, migrate, pause, retry_failed, run, status, worker_role};
 use crate::db;
 use crate::telemetry::error_chain;
 use crate::telemetry::LogFormat;
@@ -44,11 +44,19 @@ pub enum Command {
     /// Create or update the worker's least-privilege login role (run as
     /// the database owner); the password comes from MATCHMAKER_WORKER_PASSWORD.
     WorkerRole(worker_role::Args),
+    /// Hold an event still: its queue rows stay queued and are not claimed
+    /// (the triggers keep enqueueing); waits for a batch in progress.
+    Pause(pause::Args),
+    /// Let a paused event's rows be claimed again.
+    Resume(pause::Args),
+    /// Put an event's failed rows back to pending with their attempts reset.
+    RetryFailed(retry_failed::Args),
 }
 
 impl Command {
-    /// Runs the command. Errors are scrubbed of the database password.
-    pub async fn run(self) -> Result<()> {
+    /// Runs the command; returns the process exit code (0 but for `status
+    /// --check`). Errors are scrubbed of the database password.
+    pub async fn run(self) -> Result<u8> {
         let command = self;
         let url = match &command {
             Command::Migrate(a) => a.db.database_url.clone(),
@@ -57,14 +65,19 @@ impl Command {
             Command::Status(a) => a.db.database_url.clone(),
             Command::Daemon(a) => a.db.database_url.clone(),
             Command::WorkerRole(a) => a.db.database_url.clone(),
+            Command::Pause(a) | Command::Resume(a) => a.db.database_url.clone(),
+            Command::RetryFailed(a) => a.db.database_url.clone(),
         };
         let result = match command {
-            Command::Migrate(a) => migrate::run(a).await,
-            Command::Run(a) => run::run(a).await,
-            Command::AdminStartMatching(a) => admin_start::run(a).await,
+            Command::Migrate(a) => migrate::run(a).await.map(|()| 0),
+            Command::Run(a) => run::run(a).await.map(|()| 0),
+            Command::AdminStartMatching(a) => admin_start::run(a).await.map(|()| 0),
             Command::Status(a) => status::run(a).await,
-            Command::Daemon(a) => daemon::run(a).await,
-            Command::WorkerRole(a) => worker_role::run(a).await,
+            Command::Daemon(a) => daemon::run(a).await.map(|()| 0),
+            Command::WorkerRole(a) => worker_role::run(a).await.map(|()| 0),
+            Command::Pause(a) => pause::pause(a).await.map(|()| 0),
+            Command::Resume(a) => pause::resume(a).await.map(|()| 0),
+            Command::RetryFailed(a) => retry_failed::run(a).await.map(|()| 0),
         };
         // The store's errors say what to do themselves (a missing schema:
         // migrate first); the chain goes on one line, without the password.

@@ -3,6 +3,8 @@
 pub mod admin_start;
 pub mod daemon;
 pub mod migrate;
+pub mod pause;
+pub mod retry_failed;
 pub mod run;
 pub mod status;
 pub mod worker_role;

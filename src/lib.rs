@@ -15,6 +15,8 @@
 //!   type callers branch on ([`store::StoreError`]).
 //! - [`matching`]: pure scoring, top-K, the bump rule and the batch scorer;
 //!   no I/O (start here to see how a match is decided).
+//! - [`metrics`]: Prometheus metrics the worker records, the daemon's
+//!   health, and the HTTP listener (`/metrics`, `/healthz`, `/readyz`).
 //! - `db`, `telemetry`: connecting (session settings, the pooler check,
 //!   redacted URLs) and logging.
 //!
@@ -23,6 +25,7 @@
 //! ```text
 //! cli → commands → config → worker → embeddings → store → matching
 //!                                 ↘ store, matching, db
+//! commands, worker → metrics → store
 //! ```
 //!
 //! `matching` imports nothing of the others; `store` uses the core's plain
@@ -34,6 +37,7 @@ pub mod config;
 mod db;
 pub mod embeddings;
 pub mod matching;
+pub mod metrics;
 pub mod store;
 mod telemetry;
 pub mod worker;

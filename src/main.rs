@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     // A scoring task abandoned by a hard stop must not delay the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let message = e.to_string().replace('\n', " ");
             if json {

@@ -16,6 +16,7 @@ pub mod embedding_cache;
 pub mod events;
 pub mod jobs;
 pub mod matches;
+pub mod ops;
 pub mod profile_embeddings;
 pub mod queue;
 pub mod roles;
@@ -69,6 +70,14 @@ impl StoreError {
     /// Whether `e` is a lock conflict (see [`StoreError::LockConflict`]).
     pub fn is_lock_conflict(e: &anyhow::Error) -> bool {
         matches!(Self::of(e), Some(StoreError::LockConflict(_)))
+    }
+
+    /// Whether `e` is a unique violation (a concurrent insert of the same key).
+    pub fn is_unique_violation(e: &anyhow::Error) -> bool {
+        match Self::of(e) {
+            Some(StoreError::Database(sqlx::Error::Database(d))) => d.code().as_deref() == Some("23505"),
+            _ => false,
+        }
     }
 
     /// Whether `e` says the schema is missing.

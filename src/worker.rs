@@ -95,6 +95,8 @@ pub struct WorkerOptions {
     /// Session limits of the worker's lock connection (the pool's sessions
     /// get theirs when the pool connects).
     pub session: crate::db::SessionLimits,
+    /// Where to record metrics (`None`: not recorded at all).
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for WorkerOptions {
@@ -116,6 +118,7 @@ impl Default for WorkerOptions {
             null_scorer: false,
             embedder: None,
             session: crate::db::SessionLimits::default(),
+            metrics: None,
         }
     }
 }

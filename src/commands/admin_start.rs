@@ -94,6 +94,13 @@ pub async fn run(args: Args) -> Result<()> {
     if !args.wait || total == 0 {
         return Ok(());
     }
+    if crate::store::ops::paused_at(&pool, event.id).await?.is_some() {
+        anyhow::bail!(
+            "{} is paused: its rows are queued but not claimed; `matchmaker resume --event {}` first, then wait",
+            event.code,
+            event.code
+        );
+    }
 
     let mut opts = args.worker.options("admin-start-matching");
     opts.session = args.db.limits();

@@ -9,11 +9,13 @@
 //! drain, logs the drain's outcome, and waits for it on shutdown.
 
 use crate::config::{parse_duration_min_1s, DbArgs, WorkerArgs};
+use crate::metrics::{self, Metrics};
 use crate::store::events;
 use crate::telemetry::error_chain;
 use crate::worker::{self, RunSummary, StopReason};
 use anyhow::{Context, Result};
 use sqlx::postgres::PgListener;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -41,6 +43,14 @@ pub struct Args {
     /// Only process this event (id or code).
     #[arg(long, env = "MATCHMAKER_EVENT")]
     pub event: Option<String>,
+    /// Serve /metrics, /healthz and /readyz on this address, e.g.
+    /// 127.0.0.1:9187 (off by default).
+    #[arg(long, env = "MATCHMAKER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// /healthz answers 503 when a drain has made no progress, or every
+    /// drain has failed, for this long (must exceed --max-runtime by 5s).
+    #[arg(long, env = "MATCHMAKER_HEALTH_TIMEOUT", default_value = "2m", value_parser = parse_duration_min_1s)]
+    pub health_timeout: Duration,
 }
 
 /// Checks a cron schedule the way the scheduler will read it, so that a bad
@@ -59,6 +69,13 @@ fn parse_schedule(s: &str) -> Result<String, String> {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    if args.metrics_addr.is_some() && args.health_timeout < args.max_runtime + Duration::from_secs(5) {
+        anyhow::bail!(
+            "--health-timeout ({}) must exceed --max-runtime ({}) by at least 5s: a drain may legitimately run that long",
+            humantime::format_duration(args.health_timeout),
+            humantime::format_duration(args.max_runtime)
+        );
+    }
     let embedder = super::embedder(&args.embeddings)?;
     let (connect, pool) = super::connect(&args.db, 6).await?;
     let event: Option<Uuid> = events::resolve(&pool, args.event.as_deref()).await?;
@@ -85,6 +102,15 @@ pub async fn run(args: Args) -> Result<()> {
     listener.listen(CHANNEL).await.context("listening for new queue rows")?;
     scheduler.start().await.context("starting the scheduler")?;
     let shutdown = super::shutdown_on_signals();
+    let metrics = args.metrics_addr.map(|_| Arc::new(Metrics::new()));
+    let server = match (args.metrics_addr, &metrics) {
+        (Some(addr), Some(m)) => {
+            let (_, task) =
+                metrics::server::start(addr, m.clone(), pool.clone(), args.health_timeout, shutdown.clone()).await?;
+            Some(task)
+        }
+        _ => None,
+    };
     let filter = event.map(|e| e.to_string()).unwrap_or_else(|| "all".into());
     info!(schedule = %args.schedule, event = %filter, "daemon started");
 
@@ -106,7 +132,10 @@ pub async fn run(args: Args) -> Result<()> {
                     let _ = wake.try_send(());
                 }
                 Err(e) => {
-                    warn!(error = %e, "LISTEN failed; retrying in 1s (the schedule still drains)");
+                    // Notifications may have been lost meanwhile: drain, as
+                    // above (a drain that fails tells /healthz).
+                    warn!(error = %e, "LISTEN failed; retrying in 1s");
+                    let _ = wake.try_send(());
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -118,6 +147,8 @@ pub async fn run(args: Args) -> Result<()> {
     opts.embedder = embedder;
     opts.max_runtime = Some(args.max_runtime);
     opts.event = event;
+    opts.metrics = metrics.clone();
+    let health = metrics.clone();
     // One session across drains: event snapshots are refreshed by delta.
     let mut session = Some(worker::Session::new());
     let mut drain: Option<JoinHandle<(worker::Session, Result<RunSummary>)>> = None;
@@ -127,6 +158,9 @@ pub async fn run(args: Args) -> Result<()> {
             wanted = false;
             let (pool, connect, opts, stop) = (pool.clone(), connect.clone(), opts.clone(), shutdown.clone());
             let mut s = session.take().unwrap_or_default();
+            if let Some(m) = &health {
+                m.health().drain_started();
+            }
             drain = Some(tokio::spawn(async move {
                 let r = worker::run_in(&mut s, &pool, &connect, opts, stop).await;
                 (s, r)
@@ -141,6 +175,14 @@ pub async fn run(args: Args) -> Result<()> {
                     session = Some(s);
                     r
                 });
+                if let Some(m) = &health {
+                    let error = match &done {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(e)) => Some(error_chain(e)),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    m.health().drain_finished(error.as_deref());
+                }
                 match done {
                     Ok(Ok(s)) if s.stop_reason == StopReason::Deadline => wanted = true,
                     Ok(Ok(_)) => {}
@@ -162,6 +204,9 @@ pub async fn run(args: Args) -> Result<()> {
             Ok((_, Err(e))) => warn!(error = %error_chain(&e), "last drain failed"),
             Err(e) => warn!(error = %e, "last drain panicked"),
         }
+    }
+    if let Some(task) = server {
+        let _ = task.await;
     }
     if let Err(e) = scheduler.shutdown().await {
         warn!(error = %e, "scheduler did not shut down cleanly");

@@ -17,6 +17,8 @@ pub struct ClaimedRow {
     pub user_id: Uuid,
     /// Attempts including this one.
     pub attempts: i32,
+    /// How long ago the row was enqueued, on the database's clock.
+    pub waited_seconds: f64,
 }
 
 /// The next event with claimable work, best priority first, skipping the
@@ -27,15 +29,20 @@ pub struct ClaimedRow {
 /// see [`claim`]). Read-only and lock-free; the claim re-checks everything.
 pub async fn next_event(db: impl PgExecutor<'_>, only: Option<Uuid>, skip: &[Uuid]) -> Result<Option<Uuid>> {
     sqlx::query_scalar(
-        "SELECT event_id FROM (
+        // Paused events are skipped (their rows of the best priority are
+        // stepped over in the index, like the events in `skip`).
+        "WITH paused AS (SELECT event_id FROM matchmaking_event_state WHERE paused_at IS NOT NULL)
+         SELECT event_id FROM (
              (SELECT event_id, priority FROM matchmaking_queue
                WHERE status = 'pending' AND available_at <= now()
                  AND ($1::uuid IS NULL OR event_id = $1) AND event_id <> ALL($2)
+                 AND event_id <> ALL(ARRAY(SELECT event_id FROM paused))
                ORDER BY priority DESC, available_at LIMIT 64)
              UNION ALL
              (SELECT event_id, priority FROM matchmaking_queue
                WHERE status = 'processing'
                  AND ($1::uuid IS NULL OR event_id = $1) AND event_id <> ALL($2)
+                 AND event_id <> ALL(ARRAY(SELECT event_id FROM paused))
                LIMIT 64)
          ) c
          GROUP BY event_id ORDER BY max(priority) DESC, event_id LIMIT 1",
@@ -113,16 +120,23 @@ pub async fn claim(
     sqlx::query_as::<_, ClaimedRow>(
         // Two index scans (orphaned processing rows, due pending rows), each
         // locking at most n rows, then the best n of both: never a scan of
-        // the event's whole backlog.
-        "WITH orphans AS (
+        // the event's whole backlog. Nothing is claimed while the event is
+        // paused: `pause` commits under the event lock, which the caller
+        // holds, so this sees a pause that committed before the claim.
+        "WITH running AS (
+             SELECT NOT EXISTS (SELECT 1 FROM matchmaking_event_state
+                                 WHERE event_id = $1 AND paused_at IS NOT NULL) AS yes),
+         orphans AS (
              SELECT id, priority, enqueued_at FROM matchmaking_queue
               WHERE event_id = $1 AND status = 'processing' AND id <> ALL($5)
+                AND (SELECT yes FROM running)
               ORDER BY priority DESC, enqueued_at, id
               LIMIT $2
               FOR UPDATE SKIP LOCKED),
          due AS (
              SELECT id, priority, enqueued_at FROM matchmaking_queue
               WHERE event_id = $1 AND status = 'pending' AND available_at <= now()
+                AND (SELECT yes FROM running)
               ORDER BY priority DESC, enqueued_at, id
               LIMIT $2
               FOR UPDATE SKIP LOCKED),
@@ -134,7 +148,8 @@ pub async fn claim(
             SET status = 'processing', attempts = q.attempts + 1, locked_by = $3,
                 locked_until = now() + make_interval(secs => $4), claimed_at = now()
            FROM picked WHERE q.id = picked.id
-         RETURNING q.id, q.user_id, q.attempts",
+         RETURNING q.id, q.user_id, q.attempts,
+                   extract(epoch FROM now() - q.enqueued_at)::float8 AS waited_seconds",
     )
     .bind(event)
     .bind(n)
@@ -322,12 +337,15 @@ pub async fn event_has_work(db: impl PgExecutor<'_>, event: Uuid) -> Result<bool
 }
 
 /// Whether an event has work a drain should wait for: rows pending (other
-/// than those waiting out a retry after an error) or being processed.
+/// than those waiting out a retry after an error) or being processed, and
+/// the event not paused (nothing would claim them).
 pub async fn event_has_live_work(db: impl PgExecutor<'_>, event: Uuid) -> Result<bool> {
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM matchmaking_queue
                          WHERE event_id = $1
-                           AND (status = 'processing' OR (status = 'pending' AND last_error IS NULL)))",
+                           AND (status = 'processing' OR (status = 'pending' AND last_error IS NULL)))
+                AND NOT EXISTS (SELECT 1 FROM matchmaking_event_state
+                                 WHERE event_id = $1 AND paused_at IS NOT NULL)",
     )
     .bind(event)
     .fetch_one(db)

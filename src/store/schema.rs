@@ -44,3 +44,20 @@ pub async fn check(pool: &PgPool) -> Result<()> {
         .db("checking the schema")?;
     Ok(())
 }
+
+/// The newest migration recorded as applied (0 before the first `migrate`):
+/// what `/readyz` compares with [`latest_version`].
+pub async fn newest_applied(pool: &PgPool) -> Result<i64> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .db("reading the migration history")?;
+    if !exists {
+        return Ok(0);
+    }
+    let v: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+        .db("reading the migration history")?;
+    Ok(v.unwrap_or(0))
+}

@@ -67,6 +67,8 @@ pub struct EventProgress {
     pub heartbeat_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// When an operator paused the event (`matchmaker pause`), if it is.
+    pub paused_at: Option<DateTime<Utc>>,
     /// Attendees per second since the job started.
     pub rate_per_second: Option<f64>,
     pub eta_seconds: Option<f64>,
@@ -167,7 +169,7 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
                      ELSE j.status END AS status,
                 coalesce(j.enqueued, 0) AS enqueued, coalesce(j.processed, 0) AS processed,
                 coalesce(j.failed, 0) AS failed, coalesce(w.remaining, 0) AS remaining,
-                j.started_at, j.heartbeat_at, j.completed_at, j.last_error,
+                j.started_at, j.heartbeat_at, j.completed_at, j.last_error, st.paused_at,
                 CASE WHEN j.heartbeat_at > j.started_at AND j.processed > 0
                      THEN j.processed / extract(epoch FROM j.heartbeat_at - j.started_at)::float8 END AS rate_per_second,
                 CASE WHEN j.heartbeat_at > j.started_at AND j.processed > 0 AND coalesce(w.remaining, 0) > 0
@@ -175,8 +177,11 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
                 END AS eta_seconds
            FROM (SELECT event_id FROM matchmaking_jobs
                  UNION
-                 SELECT DISTINCT event_id FROM matchmaking_queue WHERE status IN ('pending', 'processing')) ids
+                 SELECT DISTINCT event_id FROM matchmaking_queue WHERE status IN ('pending', 'processing')
+                 UNION
+                 SELECT event_id FROM matchmaking_event_state WHERE paused_at IS NOT NULL) ids
            JOIN events e ON e.id = ids.event_id
+           LEFT JOIN matchmaking_event_state st ON st.event_id = ids.event_id
            LEFT JOIN matchmaking_jobs j ON j.event_id = ids.event_id
            LEFT JOIN LATERAL (SELECT count(*) AS remaining FROM matchmaking_queue q
                                WHERE q.event_id = ids.event_id AND q.status IN ('pending', 'processing')) w ON true

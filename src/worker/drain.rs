@@ -115,6 +115,9 @@ pub(super) async fn run(
         last_maintain: started,
         opts,
     };
+    if let Some(m) = &w.opts.metrics {
+        m.run_started();
+    }
     jobs::start_run(&w.pool, w.run_id, &w.worker_id, w.opts.command, w.opts.event).await?;
     let event_filter = w.opts.event.map(|e| e.to_string()).unwrap_or_else(|| "all".into());
     let max_runtime = w.opts.max_runtime.map(|d| humantime::format_duration(d).to_string());
@@ -151,6 +154,10 @@ pub(super) async fn run(
         Ok(r) => (r.as_str(), None),
         Err(e) => ("error", Some(error_chain(e))),
     };
+    w.publish();
+    if let Some(m) = &w.opts.metrics {
+        m.run_finished(reason, started.elapsed());
+    }
     let record = w.totals.record();
     let finish = jobs::update_run(&w.pool, w.run_id, &record, Some(reason), error.as_deref());
     if let Err(e) = tokio::time::timeout(CLEANUP_TIMEOUT, finish)
@@ -365,10 +372,14 @@ impl Worker {
     /// At most once a second: a progress line every 10 s, and the run
     /// record brought up to date (what `status` shows of a live run).
     pub(super) async fn heartbeat(&mut self, force: bool) {
+        if let Some(m) = &self.opts.metrics {
+            m.health().progress();
+        }
         if !force && self.last_heartbeat.elapsed() < Duration::from_secs(1) {
             return;
         }
         self.last_heartbeat = Instant::now();
+        self.publish();
         if self.last_progress_log.elapsed() >= Duration::from_secs(10) {
             self.last_progress_log = Instant::now();
             let t = &self.totals;
@@ -377,6 +388,16 @@ impl Worker {
         }
         if let Err(e) = jobs::update_run(&self.pool, self.run_id, &self.totals.record(), None, None).await {
             warn!(error = %error_chain(&e), "could not record run progress");
+        }
+    }
+
+    /// Hands the run's totals and the breaker state to the metrics.
+    fn publish(&self) {
+        if let Some(m) = &self.opts.metrics {
+            m.publish(&self.totals);
+            if let Some(e) = &self.opts.embedder {
+                m.set_breaker(e.breaker_state());
+            }
         }
     }
 

@@ -26,6 +26,7 @@ use super::cache::{self, CachedEvent};
 use super::drain::Worker;
 use super::embeddings::{self, Held};
 use crate::matching::batch::{self, BatchDirty, BatchRow, Limits, Scored};
+use crate::metrics::Phase;
 use crate::store::jobs;
 use crate::store::matches;
 use crate::store::queue::{self, ClaimedRow, GiveBack};
@@ -108,7 +109,12 @@ struct Claimed {
     phases: Phases,
     /// `batch` {event.id, run.id, batch.size, claim_ms, read_ms, score_ms, write_ms}.
     span: Span,
+    /// How long each row had waited when claimed (for the metrics).
+    waited: Waited,
 }
+
+/// Seconds each claimed row had waited since it was enqueued, by row id.
+type Waited = std::collections::HashMap<i64, f64>;
 
 /// A scored batch, applied to the cached event, waiting to be written.
 struct Pending {
@@ -118,6 +124,7 @@ struct Pending {
     algorithm: String,
     t0: Instant,
     span: Span,
+    waited: Waited,
 }
 
 impl Worker {
@@ -146,6 +153,7 @@ impl Worker {
                               claim_ms = field::Empty, read_ms = field::Empty, score_ms = field::Empty,
                               write_ms = field::Empty);
         let ids = rows.iter().map(|r| r.id).collect();
+        let waited = rows.iter().map(|r| (r.id, r.waited_seconds)).collect();
         let (rows, release, given_up) = quarantine(rows, self.opts.retry.max_attempts);
         let rows: Vec<BatchRow> = rows
             .iter()
@@ -168,6 +176,7 @@ impl Worker {
             ..Phases::default()
         };
         span.record("claim_ms", phases.claim);
+        self.observe(Phase::Claim, t0.elapsed());
         Ok(Some(Claimed {
             ids,
             rows,
@@ -179,6 +188,7 @@ impl Worker {
             t0,
             phases,
             span,
+            waited,
         }))
     }
 
@@ -210,6 +220,7 @@ impl Worker {
                 algorithm: String::new(),
                 t0: cur.t0,
                 span: cur.span,
+                waited: cur.waited,
             };
             self.write(event, &p).await?;
             return Ok(out);
@@ -217,6 +228,7 @@ impl Worker {
         let t_read = Instant::now();
         let mut cached = self.refresh(event).await?;
         cur.phases.read = ms(t_read);
+        self.observe(Phase::Read, t_read.elapsed());
         // The batch scored and applied in memory but not yet written.
         let mut pending: Option<Pending> = None;
         // A write gave rows back: the cached open rows are a guess from then on.
@@ -236,6 +248,7 @@ impl Worker {
                     let t_read = Instant::now();
                     cached = self.refresh(event).await?;
                     cur.phases.read += ms(t_read);
+                    self.observe(Phase::Read, t_read.elapsed());
                     stale = false;
                 }
             }
@@ -296,6 +309,7 @@ impl Worker {
                 .map_err(|e| BatchError::untried(e, next.ids.clone()))?;
                 next.read = Some(read);
                 next.phases.read = ms(t_read);
+                self.observe(Phase::Read, t_read.elapsed());
                 Ok(Some(next))
             }
             .await;
@@ -310,6 +324,7 @@ impl Worker {
                 .apply(&mut scored.done, &mut scored.problems, &mut scored.deferred);
             cur.phases.score = score_time.as_secs_f64() * 1e3;
             cur.span.record("score_ms", cur.phases.score);
+            self.observe(Phase::Score, score_time);
             debug!(parent: &cur.span, lane_ms, full_recomputes = scored.full_recomputes,
                    fast_checks = scored.fast_checks, slow_checks = scored.slow_checks, "scored");
             // Optimistic: the lists are what the write will commit; should
@@ -325,6 +340,7 @@ impl Worker {
                 algorithm,
                 t0: cur.t0,
                 span: cur.span.clone(),
+                waited: std::mem::take(&mut cur.waited),
             };
             match next {
                 Some(n) => {
@@ -347,6 +363,13 @@ impl Worker {
         }
     }
 
+    /// Records a batch phase when metrics are on.
+    fn observe(&self, phase: Phase, took: Duration) {
+        if let Some(m) = &self.opts.metrics {
+            m.observe_phase(phase, took);
+        }
+    }
+
     /// Brings the cached snapshot of an event up to date (or loads it).
     async fn refresh(&mut self, event: Uuid) -> Result<CachedEvent> {
         let mut cache = std::mem::take(&mut self.cache);
@@ -366,6 +389,16 @@ impl Worker {
         let tw = Instant::now();
         let written = self.write_rows(event, p).await;
         p.span.record("write_ms", ms(tw));
+        if let (Some(m), Ok(_)) = (&self.opts.metrics, &written) {
+            m.observe_phase(Phase::Write, tw.elapsed());
+            // Claimed at p.t0 after waiting `waited`; committed now.
+            let since_claim = p.t0.elapsed().as_secs_f64();
+            for id in &p.scored.done {
+                if let Some(w) = p.waited.get(id) {
+                    m.observe_join_to_match(Duration::from_secs_f64((w + since_claim).max(0.0)));
+                }
+            }
+        }
         debug!(parent: &p.span, total_ms = ms(p.t0), ok = written.is_ok(), "batch written");
         written
     }
@@ -524,6 +557,7 @@ mod tests {
             id,
             user_id: Uuid::from_u128(id as u128),
             attempts,
+            waited_seconds: 0.0,
         }
     }
 

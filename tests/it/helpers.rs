@@ -440,3 +440,4 @@ pub async fn assert_exact(pool: &PgPool, event: Uuid, context: &str) -> usize {
 }
 pub mod access;
 pub mod provider;
+pub mod proxy;

@@ -10,6 +10,7 @@
 //! - [`queue`], [`triggers`]: claims, leases, takeovers, poison rows; what
 //!   the triggers enqueue and remove.
 //! - [`cli`], [`daemon`]: the binary as operators use it.
+//! - [`operations`]: metrics, probes, pause/resume, retry-failed, checks.
 //! - [`embeddings`], [`embedding_worker`]: the provider against a loopback
 //!   HTTP server, and wired into the worker.
 //! - [`security`], [`connections`]: who may read and write what, on Supabase
@@ -24,6 +25,7 @@ mod daemon;
 mod embedding_worker;
 mod embeddings;
 mod exactness;
+mod operations;
 mod queue;
 mod security;
 mod triggers;
