@@ -25,6 +25,7 @@
 pub mod batch;
 pub mod event;
 pub mod kernel;
+pub mod pairing;
 mod parallel;
 pub mod plan;
 pub mod profile;
