@@ -19,6 +19,7 @@ pub mod matches;
 pub mod profile_embeddings;
 pub mod queue;
 pub mod roles;
+pub mod rounds;
 pub mod schema;
 pub mod snapshot;
 pub mod status;

@@ -24,6 +24,7 @@ mod daemon;
 mod embedding_worker;
 mod embeddings;
 mod exactness;
+mod pairing;
 mod queue;
 mod security;
 mod triggers;
