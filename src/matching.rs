@@ -21,6 +21,8 @@
 //!   exact; [`brute_force`], the oracle.
 //! - [`batch`]: one claimed batch, repaired in order, and its [`batch::Diff`].
 //! - [`parallel`]: the one helper that splits rows across cores.
+//! - [`pairing`]: meeting rounds (one partner each, no repeats, fair
+//!   sit-outs) by Edmonds' blossom algorithm on a certified candidate graph.
 
 pub mod batch;
 pub mod event;

@@ -39,7 +39,8 @@
 //!
 //! [`plan_round`] never builds the dense graph. Pass 1 reads every score row
 //! once (the kernel's batch path) and keeps each attendee's best `L`
-//! partners; [`blossom`] finds the optimum of that graph exactly, with its
+//! partners, plus the pairs of the greedy round (so the graph always holds a
+//! matching as large as greedy's); [`blossom`] finds the optimum of that graph exactly, with its
 //! LP duals. Pass 2 reads the rows again and checks every dense pair against
 //! the duals: if all are covered, the duals are a feasible solution of the
 //! dense matching LP whose objective equals the matching's weight, so the
@@ -319,6 +320,22 @@ pub fn plan_round(
             (mate, false, None)
         }
         Strategy::Optimal => {
+            // Greedy's pairs join the graph (its completion may pair
+            // attendees outside each other's candidates), so the graph holds
+            // a matching as large as greedy's and the optimum is never worse.
+            let seed = complete_greedy(scores, greedy(n, &edges, &weights), &weights);
+            let outside: Vec<usize> = (0..n).filter(|&u| seed[u].is_some_and(|v| (u as u32) < v)).collect();
+            if !outside.is_empty() {
+                let mut rows = vec![f32::NAN; outside.len() * n];
+                scores.rows(&outside, &mut rows);
+                for (i, &u) in outside.iter().enumerate() {
+                    if let Some(v) = seed[u] {
+                        edges.push((u as u32, v, rows[i * n + v as usize]));
+                    }
+                }
+                edges.sort_unstable_by_key(|e| (e.0, e.1));
+                edges.dedup_by_key(|e| (e.0, e.1));
+            }
             let mut last = None;
             while passes < options.max_passes.max(2) {
                 let graph: Vec<blossom::Edge> = edges
