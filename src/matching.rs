@@ -21,10 +21,13 @@
 //!   exact; [`brute_force`], the oracle.
 //! - [`batch`]: one claimed batch, repaired in order, and its [`batch::Diff`].
 //! - [`parallel`]: the one helper that splits rows across cores.
+//! - [`pairing`]: meeting rounds (one partner each, no repeats, fair
+//!   sit-outs) by Edmonds' blossom algorithm on a certified candidate graph.
 
 pub mod batch;
 pub mod event;
 pub mod kernel;
+pub mod pairing;
 mod parallel;
 pub mod plan;
 pub mod profile;

@@ -20,6 +20,7 @@ pub mod ops;
 pub mod profile_embeddings;
 pub mod queue;
 pub mod roles;
+pub mod rounds;
 pub mod schema;
 pub mod snapshot;
 pub mod status;

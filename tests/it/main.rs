@@ -26,6 +26,7 @@ mod embedding_worker;
 mod embeddings;
 mod exactness;
 mod operations;
+mod pairing;
 mod queue;
 mod security;
 mod triggers;

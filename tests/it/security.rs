@@ -31,6 +31,7 @@ const PLAIN: Platform = Platform {
 /// What an attendee role may hold (table, privilege), on both platforms.
 const ATTENDEE_GRANTS: &[(&str, &str)] = &[
     ("user_matches", "SELECT"),
+    ("meeting_pairs", "SELECT"),
     ("event_participants", "SELECT"),
     ("event_participants", "UPDATE"),
     ("match_exclusions", "SELECT"),
@@ -105,7 +106,12 @@ async fn on_plain_postgres_each_role_gets_exactly_what_the_model_allows(pool: Pg
 async fn the_checks_fail_when_row_level_security_is_off(pool: PgPool) {
     create_nobody(&pool).await;
     let people = access::seed(&pool).await;
-    for table in ["user_matches", "event_participants", "match_exclusions"] {
+    for table in [
+        "user_matches",
+        "meeting_pairs",
+        "event_participants",
+        "match_exclusions",
+    ] {
         sqlx::query(&format!("ALTER TABLE {table} DISABLE ROW LEVEL SECURITY"))
             .execute(&pool)
             .await

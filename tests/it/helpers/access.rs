@@ -147,6 +147,20 @@ pub async fn seed(pool: &PgPool) -> People {
     }
     drain(pool, &fast_options(), std::time::Duration::from_secs(60)).await;
     assert_exact(pool, event, "seeded").await;
+    // A meeting round: a meets c at table 1, b sits out.
+    sqlx::query(
+        "WITH r AS (INSERT INTO meeting_rounds (event_id, round, strategy, pairs, sat_out, total_score, upper_bound)
+                    VALUES ($1, 1, 'optimal', 1, 1, 0.5, 0.5))
+         INSERT INTO meeting_pairs (event_id, round, user_id, partner_id, score, table_no)
+         VALUES ($1, 1, $2, $3, 0.5, 1), ($1, 1, $3, $2, 0.5, 1), ($1, 1, $4, NULL, NULL, NULL)",
+    )
+    .bind(event)
+    .bind(people.a)
+    .bind(people.c)
+    .bind(people.b)
+    .execute(pool)
+    .await
+    .expect("meeting round");
     people
 }
 
@@ -193,6 +207,8 @@ pub const WORKER_TABLES: &[(&str, &str)] = &[
     ("matchmaking_profile_embeddings", "updated_at"),
     ("_sqlx_migrations", "description"),
     ("user_matches", "rank"),
+    ("meeting_rounds", "pairs"),
+    ("meeting_pairs", "score"),
 ];
 
 /// One request of [`checks`]: label, role, JWT claims, SQL, binds, outcome.
@@ -263,8 +279,12 @@ fn checks(p: &People, platform: &Platform) -> Vec<Check> {
         );
     }
 
-    // A signed-in attendee: their own list, nothing else of the worker's.
-    for (t, col) in WORKER_TABLES.iter().filter(|(t, _)| *t != "user_matches") {
+    // A signed-in attendee: their own list and pair rows, nothing else of
+    // the worker's.
+    for (t, col) in WORKER_TABLES
+        .iter()
+        .filter(|(t, _)| *t != "user_matches" && *t != "meeting_pairs")
+    {
         add(
             attendee,
             me.clone(),
@@ -293,6 +313,51 @@ fn checks(p: &People, platform: &Platform) -> Vec<Check> {
         "SELECT count(*) FROM user_matches".into(),
         vec![],
         Rows(3),
+    );
+    // meeting_pairs: their own row of each round, never another's; no writes.
+    add(
+        attendee,
+        me.clone(),
+        "SELECT count(*) FROM meeting_pairs WHERE partner_id = $1".into(),
+        vec![p.c],
+        Rows(1),
+    );
+    add(
+        attendee,
+        me.clone(),
+        "SELECT count(*) FROM meeting_pairs WHERE user_id <> $1".into(),
+        vec![p.a],
+        Rows(0),
+    );
+    add(
+        attendee,
+        None,
+        "SELECT count(*) FROM meeting_pairs".into(),
+        vec![],
+        Rows(0),
+    );
+    add(
+        attendee,
+        me.clone(),
+        "WITH w AS (INSERT INTO meeting_pairs (event_id, round, user_id) VALUES ($1, 1, $2) RETURNING 1)
+         SELECT count(*) FROM w"
+            .into(),
+        vec![p.event, p.d],
+        Denied,
+    );
+    add(
+        attendee,
+        me.clone(),
+        "WITH w AS (UPDATE meeting_pairs SET score = 1 WHERE user_id = $1 RETURNING 1) SELECT count(*) FROM w".into(),
+        vec![p.a],
+        Denied,
+    );
+    add(
+        attendee,
+        me.clone(),
+        "WITH w AS (DELETE FROM meeting_pairs WHERE user_id = $1 RETURNING 1) SELECT count(*) FROM w".into(),
+        vec![p.a],
+        Denied,
     );
     add(
         attendee,
@@ -475,6 +540,13 @@ fn checks(p: &People, platform: &Platform) -> Vec<Check> {
             "SELECT count(*) FROM matchmaking_jobs WHERE event_id = $1".into(),
             vec![p.event],
             Rows(1),
+        );
+        add(
+            service,
+            None,
+            "SELECT count(*) FROM meeting_pairs WHERE event_id = $1".into(),
+            vec![p.event],
+            Rows(3),
         );
         for (t, col) in WORKER_TABLES {
             add(
