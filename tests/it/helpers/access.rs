@@ -60,12 +60,13 @@ pub fn url_as(pool: &PgPool, user: &str, password: Option<&str>, query: &str) ->
 
 /// Applies the embedded migrations up to `last` (inclusive; `None`: all).
 pub async fn migrate(pool: &PgPool, last: Option<i64>) {
+    migrate_where(pool, |v| last.is_none_or(|l| v <= l)).await;
+}
+
+/// Applies the migrations whose version `pick` accepts (in order).
+pub async fn migrate_where(pool: &PgPool, pick: impl Fn(i64) -> bool) {
     let all = &matchmaker::MIGRATOR;
-    let migrations: Vec<_> = all
-        .iter()
-        .filter(|m| last.is_none_or(|v| m.version <= v))
-        .cloned()
-        .collect();
+    let migrations: Vec<_> = all.iter().filter(|m| pick(m.version)).cloned().collect();
     let m = sqlx::migrate::Migrator {
         migrations: std::borrow::Cow::Owned(migrations),
         ..sqlx::migrate::Migrator::DEFAULT
