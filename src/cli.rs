@@ -1,7 +1,7 @@
 //! The command line: one clap enum, every flag also readable from the
 //! environment.
 
-use crate::commands::{admin_start, daemon, migrate, run, status, worker_role};
+use crate::commands::{admin_start, daemon, explain, migrate, run, status, worker_role};
 use crate::db;
 use crate::telemetry::error_chain;
 use crate::telemetry::LogFormat;
@@ -44,6 +44,9 @@ pub enum Command {
     /// Create or update the worker's least-privilege login role (run as
     /// the database owner); the password comes from MATCHMAKER_WORKER_PASSWORD.
     WorkerRole(worker_role::Args),
+    /// An attendee's list with each score's terms, and why another attendee
+    /// is or is not in it.
+    Explain(explain::Args),
 }
 
 impl Command {
@@ -57,6 +60,7 @@ impl Command {
             Command::Status(a) => a.db.database_url.clone(),
             Command::Daemon(a) => a.db.database_url.clone(),
             Command::WorkerRole(a) => a.db.database_url.clone(),
+            Command::Explain(a) => a.db.database_url.clone(),
         };
         let result = match command {
             Command::Migrate(a) => migrate::run(a).await,
@@ -65,6 +69,7 @@ impl Command {
             Command::Status(a) => status::run(a).await,
             Command::Daemon(a) => daemon::run(a).await,
             Command::WorkerRole(a) => worker_role::run(a).await,
+            Command::Explain(a) => explain::run(a).await,
         };
         // The store's errors say what to do themselves (a missing schema:
         // migrate first); the chain goes on one line, without the password.

@@ -24,6 +24,7 @@
 
 pub mod batch;
 pub mod event;
+pub mod explain;
 pub mod kernel;
 mod parallel;
 pub mod plan;
