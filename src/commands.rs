@@ -2,6 +2,7 @@
 
 pub mod admin_start;
 pub mod daemon;
+pub mod explain;
 pub mod migrate;
 pub mod pause;
 pub mod retry_failed;

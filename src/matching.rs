@@ -26,6 +26,7 @@
 
 pub mod batch;
 pub mod event;
+pub mod explain;
 pub mod kernel;
 pub mod pairing;
 mod parallel;

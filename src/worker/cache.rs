@@ -67,16 +67,7 @@ pub struct CachedEvent {
 impl CachedEvent {
     /// An event from a full read.
     fn load(event: Uuid, read: Read) -> Self {
-        let settings = settings_of(event, &read.settings);
-        let dims = settings.embedding_dimensions;
-        let mut e = Event::new(settings, TagInterner::default());
-        for row in &read.participants {
-            let p = Participant::from_row(row, dims, &mut e.tags);
-            e.upsert(p);
-        }
-        for (a, b) in &read.exclusions {
-            e.exclude(*a, *b);
-        }
+        let e = event_of(event, &read);
         let mut cached = CachedEvent {
             pg_snapshot: read.pg_snapshot,
             settings: read.settings,
@@ -274,6 +265,22 @@ impl EventCache {
     pub(super) fn forget(&mut self, event: &Uuid) {
         self.events.remove(event);
     }
+}
+
+/// The event in memory from a full [`snapshot::read`], exactly as the
+/// worker builds it (`matchmaker explain` uses it too).
+pub fn event_of(event: Uuid, read: &Read) -> Event {
+    let settings = settings_of(event, &read.settings);
+    let dims = settings.embedding_dimensions;
+    let mut e = Event::new(settings, TagInterner::default());
+    for row in &read.participants {
+        let p = Participant::from_row(row, dims, &mut e.tags);
+        e.upsert(p);
+    }
+    for (a, b) in &read.exclusions {
+        e.exclude(*a, *b);
+    }
+    e
 }
 
 /// [`snapshot::read`] of an event that must exist.

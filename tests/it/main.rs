@@ -10,6 +10,7 @@
 //! - [`queue`], [`triggers`]: claims, leases, takeovers, poison rows; what
 //!   the triggers enqueue and remove.
 //! - [`cli`], [`daemon`]: the binary as operators use it.
+//! - [`explain`]: `matchmaker explain` against the stored lists.
 //! - [`operations`]: metrics, probes, pause/resume, retry-failed, checks.
 //! - [`embeddings`], [`embedding_worker`]: the provider against a loopback
 //!   HTTP server, and wired into the worker.
@@ -25,6 +26,7 @@ mod daemon;
 mod embedding_worker;
 mod embeddings;
 mod exactness;
+mod explain;
 mod operations;
 mod pairing;
 mod queue;
