@@ -53,6 +53,15 @@ pub struct Args {
     pub health_timeout: Duration,
 }
 
+/// A connection that LISTENs for new queue rows.
+async fn listen_on(pool: &sqlx::PgPool) -> Result<PgListener> {
+    let mut listener = PgListener::connect_with(pool)
+        .await
+        .context("opening the LISTEN connection")?;
+    listener.listen(CHANNEL).await.context("listening for new queue rows")?;
+    Ok(listener)
+}
+
 /// Checks a cron schedule the way the scheduler will read it, so that a bad
 /// one is a usage error.
 fn parse_schedule(s: &str) -> Result<String, String> {
@@ -96,10 +105,7 @@ pub async fn run(args: Args) -> Result<()> {
 
     // LISTEN before the first drain: a row enqueued after the drain looked
     // at the queue still wakes us.
-    let mut listener = PgListener::connect_with(&pool)
-        .await
-        .context("opening the LISTEN connection")?;
-    listener.listen(CHANNEL).await.context("listening for new queue rows")?;
+    let listener = listen_on(&pool).await?;
     scheduler.start().await.context("starting the scheduler")?;
     let shutdown = super::shutdown_on_signals();
     let metrics = args.metrics_addr.map(|_| Arc::new(Metrics::new()));
@@ -117,24 +123,42 @@ pub async fn run(args: Args) -> Result<()> {
     // The listener runs in its own task, so no select! ever cancels a read
     // half-way through a notification.
     let wake = wake_tx.clone();
+    let listen_pool = pool.clone();
     let listen = tokio::spawn(async move {
+        let mut listener = Some(listener);
         loop {
-            match listener.try_recv().await {
+            let Some(l) = listener.as_mut() else {
+                // A fresh LISTEN connection after a failure; notifications
+                // sent meanwhile are lost, so a drain follows it.
+                match listen_on(&listen_pool).await {
+                    Ok(l) => {
+                        info!("LISTEN connection re-established");
+                        listener = Some(l);
+                        let _ = wake.try_send(());
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+                continue;
+            };
+            match l.try_recv().await {
                 Ok(Some(n)) => {
                     if event.is_none_or(|e| n.payload() == e.to_string()) {
                         let _ = wake.try_send(());
                     }
                 }
                 Ok(None) => {
-                    // The connection dropped; it is re-established on the
+                    // The connection dropped; sqlx re-establishes it on the
                     // next call and notifications in between are lost: drain.
                     warn!("LISTEN connection lost; reconnecting");
                     let _ = wake.try_send(());
                 }
                 Err(e) => {
-                    // Notifications may have been lost meanwhile: drain, as
-                    // above (a drain that fails tells /healthz).
-                    warn!(error = %e, "LISTEN failed; retrying in 1s");
+                    // sqlx keeps a connection that failed this way (a reset,
+                    // for one) and may wait on it forever: start afresh.
+                    // Notifications may have been lost: drain (a drain that
+                    // fails tells /healthz).
+                    warn!(error = %e, "LISTEN failed; reconnecting every 1s");
+                    listener = None;
                     let _ = wake.try_send(());
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

@@ -15,11 +15,7 @@ pub fn latest_version() -> i64 {
 
 /// Migrations recorded as applied (0 before the first `migrate`).
 pub async fn applied(pool: &PgPool) -> Result<i64> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(pool)
-        .await
-        .db("reading the migration history")?;
-    if !exists {
+    if !has_history(pool).await? {
         return Ok(0);
     }
     sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
@@ -48,11 +44,7 @@ pub async fn check(pool: &PgPool) -> Result<()> {
 /// The newest migration recorded as applied (0 before the first `migrate`):
 /// what `/readyz` compares with [`latest_version`].
 pub async fn newest_applied(pool: &PgPool) -> Result<i64> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(pool)
-        .await
-        .db("reading the migration history")?;
-    if !exists {
+    if !has_history(pool).await? {
         return Ok(0);
     }
     let v: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
@@ -60,4 +52,12 @@ pub async fn newest_applied(pool: &PgPool) -> Result<i64> {
         .await
         .db("reading the migration history")?;
     Ok(v.unwrap_or(0))
+}
+
+/// Whether sqlx's migration history table exists (not before the first `migrate`).
+async fn has_history(pool: &PgPool) -> Result<bool> {
+    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .db("reading the migration history")
 }

@@ -65,18 +65,8 @@ async fn the_daemon_wakes_on_new_rows_and_stops_on_sigterm(pool: PgPool) {
         .status()
         .expect("kill");
     assert!(term.success());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = daemon.try_wait().expect("try_wait") {
-            assert!(status.success(), "daemon exit status {status}");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the daemon ignored SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = wait_exit(&mut daemon, Duration::from_secs(10)).await;
+    assert!(status.success(), "daemon exit status {status}");
 }
 
 #[sqlx::test(migrator = "matchmaker::MIGRATOR")]

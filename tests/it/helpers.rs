@@ -438,6 +438,18 @@ pub async fn assert_exact(pool: &PgPool, event: Uuid, context: &str) -> usize {
     );
     rows.len()
 }
+/// Waits for a spawned process to exit (after a signal); panics after `limit`.
+pub async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(started.elapsed() < limit, "the process did not exit within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub mod access;
 pub mod provider;
 pub mod proxy;

@@ -142,13 +142,7 @@ async fn metrics_move_with_a_drain_and_probes_follow_the_database(pool: PgPool) 
     for _ in 0..30 {
         insert_profile(&pool, ev, &random_profile(&mut rng, 0)).await;
     }
-    wait_for(
-        &pool,
-        "NOT EXISTS (SELECT 1 FROM matchmaking_queue WHERE status <> 'done')",
-        None,
-        Duration::from_secs(20),
-    )
-    .await;
+    all_done(&pool).await;
     assert_exact(&pool, ev, "drained by the scraped daemon").await;
     // The counters move within a second (the worker publishes at its
     // heartbeat and at the end of each drain); the queue gauges within
@@ -199,24 +193,18 @@ async fn metrics_move_with_a_drain_and_probes_follow_the_database(pool: PgPool) 
     await_status(port, "/healthz", 200, Duration::from_secs(15)).await;
     // And it works again: a new attendee is matched.
     insert_profile(&pool, ev, &random_profile(&mut rng, 0)).await;
-    wait_for(
-        &pool,
-        "NOT EXISTS (SELECT 1 FROM matchmaking_queue WHERE status <> 'done')",
-        None,
-        Duration::from_secs(20),
-    )
-    .await;
+    all_done(&pool).await;
     assert_exact(&pool, ev, "after the outage").await;
 
     let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
-    let started = Instant::now();
-    while daemon.try_wait().expect("try_wait").is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the daemon ignored SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = wait_exit(&mut daemon, Duration::from_secs(10)).await;
+    assert!(status.success(), "daemon exit status {status}");
+}
+
+/// Waits until every queue row is done.
+async fn all_done(pool: &PgPool) {
+    let done = "NOT EXISTS (SELECT 1 FROM matchmaking_queue WHERE status <> 'done')";
+    wait_for(pool, done, None, Duration::from_secs(20)).await;
 }
 
 #[sqlx::test(migrator = "matchmaker::MIGRATOR")]
