@@ -1,7 +1,7 @@
 //! The command line: one clap enum, every flag also readable from the
 //! environment.
 
-use crate::commands::{admin_start, daemon, migrate, pause, retry_failed, run, status, worker_role};
+use crate::commands::{admin_start, daemon, migrate, pair, pause, retry_failed, run, status, worker_role};
 use crate::db;
 use crate::telemetry::error_chain;
 use crate::telemetry::LogFormat;
@@ -51,6 +51,9 @@ pub enum Command {
     Resume(pause::Args),
     /// Put an event's failed rows back to pending with their attempts reset.
     RetryFailed(retry_failed::Args),
+    /// Compute, write and print a meeting round (one partner each, no pair
+    /// twice, fair sit-outs); an existing round is printed unless --force.
+    Pair(pair::Args),
 }
 
 impl Command {
@@ -67,6 +70,7 @@ impl Command {
             Command::WorkerRole(a) => a.db.database_url.clone(),
             Command::Pause(a) | Command::Resume(a) => a.db.database_url.clone(),
             Command::RetryFailed(a) => a.db.database_url.clone(),
+            Command::Pair(a) => a.db.database_url.clone(),
         };
         let result = match command {
             Command::Migrate(a) => migrate::run(a).await.map(|()| 0),
@@ -78,6 +82,7 @@ impl Command {
             Command::Pause(a) => pause::pause(a).await.map(|()| 0),
             Command::Resume(a) => pause::resume(a).await.map(|()| 0),
             Command::RetryFailed(a) => retry_failed::run(a).await.map(|()| 0),
+            Command::Pair(a) => pair::run(a).await.map(|()| 0),
         };
         // The store's errors say what to do themselves (a missing schema:
         // migrate first); the chain goes on one line, without the password.

@@ -50,6 +50,7 @@
 //!   is still waiting on the database and releases the rows.
 
 mod cache;
+pub(crate) use cache::event_of;
 mod drain;
 mod embeddings;
 mod pipeline;

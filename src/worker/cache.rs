@@ -67,16 +67,7 @@ pub struct CachedEvent {
 impl CachedEvent {
     /// An event from a full read.
     fn load(event: Uuid, read: Read) -> Self {
-        let settings = settings_of(event, &read.settings);
-        let dims = settings.embedding_dimensions;
-        let mut e = Event::new(settings, TagInterner::default());
-        for row in &read.participants {
-            let p = Participant::from_row(row, dims, &mut e.tags);
-            e.upsert(p);
-        }
-        for (a, b) in &read.exclusions {
-            e.exclude(*a, *b);
-        }
+        let e = event_of(event, &read);
         let mut cached = CachedEvent {
             pg_snapshot: read.pg_snapshot,
             settings: read.settings,
@@ -281,6 +272,22 @@ pub(super) async fn read_event(conn: &mut PgConnection, event: Uuid, since: Opti
     snapshot::read(conn, event, since)
         .await?
         .ok_or_else(|| StoreError::EventGone(event).into())
+}
+
+/// The [`Event`] of a full read (settings, participants, exclusions), as
+/// every batch scores it; the `pair` command builds its rounds from it too.
+pub(crate) fn event_of(event: Uuid, read: &Read) -> Event {
+    let settings = settings_of(event, &read.settings);
+    let dims = settings.embedding_dimensions;
+    let mut e = Event::new(settings, TagInterner::default());
+    for row in &read.participants {
+        let p = Participant::from_row(row, dims, &mut e.tags);
+        e.upsert(p);
+    }
+    for (a, b) in &read.exclusions {
+        e.exclude(*a, *b);
+    }
+    e
 }
 
 fn settings_of(event: Uuid, row: &SettingsRow) -> EventSettings {
