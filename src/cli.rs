@@ -1,7 +1,7 @@
 //! The command line: one clap enum, every flag also readable from the
 //! environment.
 
-use crate::commands::{admin_start, daemon, explain, migrate, pause, retry_failed, run, status, worker_role};
+use crate::commands::{admin_start, daemon, explain, migrate, pair, pause, retry_failed, run, status, worker_role};
 use crate::db;
 use crate::telemetry::error_chain;
 use crate::telemetry::LogFormat;
@@ -54,6 +54,9 @@ pub enum Command {
     /// An attendee's list with each score's terms, and why another attendee
     /// is or is not in it.
     Explain(explain::Args),
+    /// Compute, write and print a meeting round (one partner each, no pair
+    /// twice, fair sit-outs); an existing round is printed unless --force.
+    Pair(pair::Args),
 }
 
 impl Command {
@@ -71,6 +74,7 @@ impl Command {
             Command::Pause(a) | Command::Resume(a) => a.db.database_url.clone(),
             Command::RetryFailed(a) => a.db.database_url.clone(),
             Command::Explain(a) => a.db.database_url.clone(),
+            Command::Pair(a) => a.db.database_url.clone(),
         };
         let result = match command {
             Command::Migrate(a) => migrate::run(a).await.map(|()| 0),
@@ -83,6 +87,7 @@ impl Command {
             Command::Resume(a) => pause::resume(a).await.map(|()| 0),
             Command::RetryFailed(a) => retry_failed::run(a).await.map(|()| 0),
             Command::Explain(a) => explain::run(a).await.map(|()| 0),
+            Command::Pair(a) => pair::run(a).await.map(|()| 0),
         };
         // The store's errors say what to do themselves (a missing schema:
         // migrate first); the chain goes on one line, without the password.

@@ -4,6 +4,7 @@ pub mod admin_start;
 pub mod daemon;
 pub mod explain;
 pub mod migrate;
+pub mod pair;
 pub mod pause;
 pub mod retry_failed;
 pub mod run;

@@ -177,3 +177,12 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, event: Uuid, new: &NewRo
     .db("writing a round's pairs")?;
     Ok(())
 }
+
+/// The attendees' display names, for printing a round.
+pub async fn names(db: impl PgExecutor<'_>, event: Uuid) -> Result<Vec<(Uuid, String)>> {
+    sqlx::query_as("SELECT user_id, display_name FROM event_participants WHERE event_id = $1")
+        .bind(event)
+        .fetch_all(db)
+        .await
+        .db("reading the attendees' names")
+}

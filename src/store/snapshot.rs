@@ -312,6 +312,25 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
     Ok(Some(Read::from_head(head, participants, reloaded, stale)))
 }
 
+/// A full read of an event's settings, participants and exclusions in the
+/// caller's transaction (the `pair` command reads under the event lock it
+/// holds until its round is written); lists and queue rows are not read.
+/// `None` when the event does not exist.
+pub async fn read_in(conn: &mut PgConnection, event: Uuid) -> Result<Option<Read>> {
+    let Some(head) = head(&mut *conn, event, None).await? else {
+        return Ok(None);
+    };
+    let participants: Vec<PRow> = sqlx::query_as(&format!(
+        "SELECT {PARTICIPANT_COLUMNS} FROM event_participants WHERE event_id = $1"
+    ))
+    .bind(event)
+    .fetch_all(&mut *conn)
+    .await
+    .db("reading participants")?;
+    let participants = participants.into_iter().map(Into::into).collect();
+    Ok(Some(Read::from_head(head, participants, None, true)))
+}
+
 impl Read {
     fn from_head(head: HeadRow, participants: Vec<ParticipantRow>, reloaded: Option<Reloaded>, stale: bool) -> Self {
         Read {

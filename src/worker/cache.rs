@@ -267,8 +267,8 @@ impl EventCache {
     }
 }
 
-/// The event in memory from a full [`snapshot::read`], exactly as the
-/// worker builds it (`matchmaker explain` uses it too).
+/// The event in memory from a full [`snapshot::read`], exactly as every
+/// batch scores it (`matchmaker explain` and `pair` build theirs with it too).
 pub fn event_of(event: Uuid, read: &Read) -> Event {
     let settings = settings_of(event, &read.settings);
     let dims = settings.embedding_dimensions;

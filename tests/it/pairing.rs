@@ -1,5 +1,5 @@
 //! Meeting rounds in the database: the schema's rules and the store's
-//! reads and writes (the `pair` command is not built yet).
+//! reads and writes, and the `pair` command run as the worker role.
 
 use crate::helpers::*;
 use matchmaker::store::rounds::{self, NewRound, PairRow};
@@ -105,4 +105,205 @@ async fn the_schema_refuses_malformed_rounds(pool: PgPool) {
         rounds::insert(&mut tx, event, &new).await.is_err(),
         "a partner without a table"
     );
+}
+
+/// `matchmaker pair` as the worker role, with extra environment.
+fn pair(url: &str, envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_matchmaker"));
+    cmd.arg("pair")
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run matchmaker pair")
+}
+
+fn pair_json(url: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let o = pair(url, &[], &all);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("one JSON object")
+}
+
+async fn event_of(pool: &PgPool, code: &str, n: usize, seed: u64) -> Uuid {
+    let event = create_event(pool, code, "hybrid-v1", 3).await;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    for _ in 0..n {
+        insert_profile(pool, event, &random_profile(&mut rng, 8)).await;
+    }
+    event
+}
+
+/// 10 rounds through the command: no pair twice, everyone once per round,
+/// and with an odd count nobody sits out twice.
+async fn ten_rounds(pool: PgPool, n: usize) {
+    let event = event_of(&pool, "ten", n, n as u64).await;
+    let url = worker_url(&pool).await;
+    let mut met = std::collections::HashSet::new();
+    let mut sat = std::collections::HashMap::<Uuid, u32>::new();
+    let mut odd = false;
+    for round in 1..=10 {
+        let j = pair_json(&url, &["--event", "ten"]);
+        assert_eq!(j["round"], round);
+        assert_eq!(j["computed"], true);
+        let rows = rounds::pairs(&pool, event, round).await.unwrap();
+        let users: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.user_id).collect();
+        assert_eq!(users.len(), rows.len(), "round {round}: one row per attendee");
+        assert!(rows.len() >= n / 2, "round {round}: most attendees are eligible");
+        odd = rows.len() % 2 == 1;
+        for r in &rows {
+            match r.partner_id {
+                Some(p) => {
+                    let back = rows.iter().find(|x| x.user_id == p).expect("partner has a row");
+                    assert_eq!(back.partner_id, Some(r.user_id), "round {round}: pairs are mutual");
+                    if r.user_id < p {
+                        assert!(met.insert((r.user_id, p)), "round {round}: pair met before");
+                    }
+                }
+                None => *sat.entry(r.user_id).or_default() += 1,
+            }
+        }
+        let out = rows.iter().filter(|r| r.partner_id.is_none()).count();
+        assert_eq!(out, rows.len() % 2, "round {round}: the fewest sit-outs");
+    }
+    assert_eq!(odd, n % 2 == 1, "every attendee is eligible");
+    if odd {
+        assert_eq!(sat.len(), 10, "ten different attendees sat out");
+        assert!(sat.values().all(|&c| c == 1));
+    }
+}
+
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
+async fn ten_rounds_of_40_never_repeat_a_pair(pool: PgPool) {
+    ten_rounds(pool, 40).await;
+}
+
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
+async fn ten_rounds_of_41_rotate_the_sit_out(pool: PgPool) {
+    ten_rounds(pool, 41).await;
+}
+
+/// `across-sides` pairs only attendees of different sides.
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
+async fn across_sides_never_pairs_one_side(pool: PgPool) {
+    let event = event_of(&pool, "mentor", 20, 7).await;
+    sqlx::query("UPDATE events SET pairing = 'across-sides' WHERE id = $1")
+        .bind(event)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE event_participants p SET side = CASE WHEN x.rn % 3 = 0 THEN 'mentor' ELSE 'mentee' END
+           FROM (SELECT user_id, row_number() OVER (ORDER BY user_id) AS rn
+                   FROM event_participants WHERE event_id = $1) x
+          WHERE p.event_id = $1 AND p.user_id = x.user_id",
+    )
+    .bind(event)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let sides: std::collections::HashMap<Uuid, String> =
+        rounds::sides(&pool, event).await.unwrap().into_iter().collect();
+    let url = worker_url(&pool).await;
+    for round in 1..=3 {
+        let j = pair_json(&url, &["--event", "mentor"]);
+        assert!(j["pairs"].as_i64().unwrap() > 0);
+        for r in rounds::pairs(&pool, event, round).await.unwrap() {
+            if let Some(p) = r.partner_id {
+                assert_ne!(sides[&r.user_id], sides[&p], "round {round}: two of one side");
+            }
+        }
+    }
+}
+
+/// A second run prints the written round and changes nothing; `--force`
+/// recomputes it; a future round and an unknown event are one-line errors.
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
+async fn pair_is_idempotent_and_force_recomputes(pool: PgPool) {
+    let event = event_of(&pool, "idem", 12, 11).await;
+    let url = worker_url(&pool).await;
+    let first = pair_json(&url, &["--event", "idem"]);
+    let created = rounds::list(&pool, event).await.unwrap();
+    let rows = rounds::pairs(&pool, event, 1).await.unwrap();
+    let again = pair_json(&url, &["--event", "idem", "--round", "1"]);
+    assert_eq!(again["computed"], false);
+    assert_eq!(again["pair_list"], first["pair_list"]);
+    assert_eq!(rounds::list(&pool, event).await.unwrap(), created);
+    assert_eq!(rounds::pairs(&pool, event, 1).await.unwrap(), rows);
+    let forced = pair_json(&url, &["--event", "idem", "--round", "1", "--force"]);
+    assert_eq!(forced["computed"], true);
+    let after = rounds::list(&pool, event).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert!(
+        after[0].created_at > created[0].created_at,
+        "the round was written again"
+    );
+    let o = pair(&url, &[], &["--event", "idem", "--round", "3"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the next round is 2"), "{err}");
+    let o = pair(&url, &[], &["--event", "nope"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no event"));
+}
+
+/// A SIGKILL inside the transaction, after the insert, leaves no row of the
+/// round; the next run writes the whole round.
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
+async fn sigkill_leaves_no_round_or_the_whole_round(pool: PgPool) {
+    let event = event_of(&pool, "kill", 15, 5).await;
+    let url = worker_url(&pool).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+        .args(["pair", "--event", "kill"])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .env("MATCHMAKER_FAULT_PAIR_DELAY", "30s")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn pair");
+    // Wait until the insert is in (its transaction holds the round's key).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction' AND query LIKE 'INSERT INTO meeting_pairs%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the insert never happened");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    // The server notices the dead client; its transaction rolls back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'INSERT INTO meeting_pairs%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if open == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the killed session lingers");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(rounds::list(&pool, event).await.unwrap().is_empty());
+    assert!(rounds::pairs(&pool, event, 1).await.unwrap().is_empty());
+    let j = pair_json(&url, &["--event", "kill"]);
+    assert_eq!(j["round"], 1);
+    let rows = rounds::pairs(&pool, event, 1).await.unwrap();
+    let header = &rounds::list(&pool, event).await.unwrap()[0];
+    assert_eq!(rows.len() as i32, 2 * header.pairs + header.sat_out);
+    assert!(header.pairs > 0);
 }
