@@ -450,6 +450,17 @@ pub async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> std:
     }
 }
 
+/// A spawned process killed when dropped, so a failing test leaves no
+/// daemon behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub mod access;
 pub mod provider;
 pub mod proxy;

@@ -115,24 +115,26 @@ async fn metrics_move_with_a_drain_and_probes_follow_the_database(pool: PgPool) 
     let proxy = Proxy::start(target(&url)).await;
     let port = free_port();
     let ev = create_event(&pool, "scraped", "hybrid-v1", 3).await;
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_matchmaker"))
-        .args([
-            "daemon",
-            "--schedule",
-            "0 0 0 1 1 *",
-            "--max-runtime",
-            "2s",
-            "--health-timeout",
-            "8s",
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("DATABASE_URL", through(&url, proxy.port))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn daemon");
+    let mut daemon = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+            .args([
+                "daemon",
+                "--schedule",
+                "0 0 0 1 1 *",
+                "--max-runtime",
+                "2s",
+                "--health-timeout",
+                "8s",
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("DATABASE_URL", through(&url, proxy.port))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn daemon"),
+    );
     await_status(port, "/readyz", 200, Duration::from_secs(15)).await;
     await_status(port, "/healthz", 200, Duration::from_secs(5)).await;
     let before = parse(&await_status(port, "/metrics", 200, Duration::from_secs(5)).await);
@@ -196,8 +198,10 @@ async fn metrics_move_with_a_drain_and_probes_follow_the_database(pool: PgPool) 
     all_done(&pool).await;
     assert_exact(&pool, ev, "after the outage").await;
 
-    let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
-    let status = wait_exit(&mut daemon, Duration::from_secs(10)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status();
+    let status = wait_exit(&mut daemon.0, Duration::from_secs(10)).await;
     assert!(status.success(), "daemon exit status {status}");
 }
 
@@ -216,24 +220,25 @@ async fn a_schema_behind_the_binary_is_not_ready(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("forget the newest migration");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_matchmaker"))
-        .args([
-            "daemon",
-            "--schedule",
-            "0 0 0 1 1 *",
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("DATABASE_URL", &url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn daemon");
+    let daemon = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+            .args([
+                "daemon",
+                "--schedule",
+                "0 0 0 1 1 *",
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("DATABASE_URL", &url)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn daemon"),
+    );
     let why = await_status(port, "/readyz", 503, Duration::from_secs(15)).await;
     assert!(why.contains("run `matchmaker migrate`"), "{why}");
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
 }
 
 #[sqlx::test(migrator = "matchmaker::MIGRATOR")]
