@@ -24,6 +24,9 @@
 #   --seed S           seed of the generated event (default 1)
 #   --joins J          join mode: measured joins (default 200; one more
 #                      warm-up join is reported separately)
+#   --metrics-scrape S join mode: the daemon serves --metrics-addr and /metrics
+#                      is scraped every S seconds (default: metrics off);
+#                      compare daemon_cpu_ms_per_join with and without
 #   --max-runtime 45s  `matchmaker run --max-runtime` (default 45s)
 #   --timeout SECS     give up when the queue has not drained (default 3600)
 #   --log FILE         worker log file

@@ -72,6 +72,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=3, help="matches per attendee (default 3)")
     p.add_argument("--seed", type=int, default=1, help="random seed of the generated event (default 1)")
     p.add_argument("--joins", type=int, default=200, help="join mode: attendees joining one by one (default 200)")
+    p.add_argument(
+        "--metrics-scrape",
+        type=float,
+        metavar="SECS",
+        help="join mode: run the daemon with --metrics-addr and scrape /metrics every SECS seconds "
+        "(default: metrics off), to measure what metrics cost",
+    )
     p.add_argument("--max-runtime", default="45s", help="`matchmaker run --max-runtime` (default 45s)")
     p.add_argument("--timeout", type=float, default=3600, help="give up draining after this many seconds")
     p.add_argument("--log", help="worker log file (default target/bench/<mode>-<time>.log)")
@@ -90,6 +97,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--validate-only", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.metrics_scrape is not None and (a.mode != "join" or a.metrics_scrape <= 0):
+        p.error("--metrics-scrape needs --mode join and a positive interval")
     if a.check_verifier and a.mode != "cold":
         p.error("--check-verifier needs --mode cold")
     if a.n < 2:
@@ -415,6 +424,8 @@ def cold_phase(args, scratch: Scratch, runner: Runner, session: Session, attende
         "invocations": stats.invocations,
         "rows_claimed": int(claimed),
         "match_rows_written": writes,
+        "daemon_cpu_ms_per_join": round(cpu_per_join_ms, 2),
+        "metrics_scrapes": scrapes,
         "sql_statements": statements,
         "peak_rss_mb": mb(stats.peak_rss_kb),
         "exact": verdict.exact,
@@ -533,6 +544,55 @@ def percentile(xs: list[float], q: float) -> float:
     return round(float(np.percentile(np.array(xs), q)), 1) if xs else 0.0
 
 
+def free_port() -> int:
+    """A TCP port on loopback that is free now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a live process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        # Fields after the command name (which may hold spaces) start at ")".
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Scraper:
+    """Scrapes a /metrics URL every `interval` seconds on a thread, as a
+    Prometheus server would; counts the scrapes that answered 200."""
+
+    def __init__(self, url: str, interval: float):
+        import threading
+
+        self.url, self.interval = url, interval
+        self.ok = self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self.interval):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as r:
+                    r.read()
+                    self.ok += 1
+            except OSError:
+                self.failed += 1
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"ok": self.ok, "failed": self.failed, "interval_s": self.interval}
+
+
 def run_join(args, scratch, runner, session) -> tuple[dict, bool]:
     """join mode: a matched event of N, then --joins attendees joining one at
     a time while one `matchmaker daemon` runs."""
@@ -557,8 +617,13 @@ def run_join(args, scratch, runner, session) -> tuple[dict, bool]:
         "CREATE TEMP TABLE changed (owner uuid PRIMARY KEY)"
     )
 
-    log("starting matchmaker daemon")
-    daemon = runner.spawn("daemon", "--event", code)
+    metrics_args, scraper = [], None
+    if args.metrics_scrape is not None:
+        port = free_port()
+        metrics_args = ["--metrics-addr", f"127.0.0.1:{port}"]
+        scraper = Scraper(f"http://127.0.0.1:{port}/metrics", args.metrics_scrape)
+    log("starting matchmaker daemon" + (" with metrics" if scraper else ""))
+    daemon = runner.spawn("daemon", "--event", code, *metrics_args)
     deadline = time.monotonic() + 60
     while session.scalar("SELECT count(*) FROM matchmaking_runs WHERE command = 'daemon' AND finished_at IS NOT NULL") == "0":
         if daemon.poll():
@@ -569,9 +634,13 @@ def run_join(args, scratch, runner, session) -> tuple[dict, bool]:
 
     ev_lit = literal(event_id)
     joins: list[dict] = []
+    if scraper:
+        scraper.start()
+    cpu_at_first = 0.0
     for i, a in enumerate(newcomers):
         if i == 1:
             session.rows("SELECT pg_stat_statements_reset()")
+            cpu_at_first = cpu_seconds(daemon.pid)
         u = literal(a.user_id)
         session.rows(f"INSERT INTO {PARTICIPANT_COLUMNS} VALUES {a.insert_values(event_id)}")
         t0 = time.monotonic()
@@ -623,6 +692,10 @@ def run_join(args, scratch, runner, session) -> tuple[dict, bool]:
         if (i + 1) % 50 == 0:
             log(f"{i + 1} joins handled")
     statements = scratch.statements(session)
+    # CPU time is steadier than wall time on a shared machine: what the
+    # metrics cost shows here first.
+    cpu_per_join_ms = 1000 * (cpu_seconds(daemon.pid) - cpu_at_first) / max(1, len(joins) - 1)
+    scrapes = scraper.stop() if scraper else None
 
     log("stopping the daemon (SIGTERM)")
     daemon.stop(grace=30)

@@ -294,12 +294,7 @@ impl Report<'_> {
     }
 
     fn gap_percent(&self) -> f64 {
-        let (ub, total) = (self.header.upper_bound, self.header.total_score);
-        if ub == 0.0 {
-            0.0
-        } else {
-            100.0 * ((ub - total) / ub.abs()).max(0.0)
-        }
+        self.header.gap_percent()
     }
 
     fn gain_percent(&self) -> Option<f64> {

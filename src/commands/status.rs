@@ -258,6 +258,23 @@ pub fn render(s: &Status) -> String {
             );
         }
     }
+    if !s.rounds.is_empty() {
+        let _ = writeln!(o, "\nMEETING ROUNDS");
+        for r in &s.rounds {
+            let gap = r.gap_percent();
+            let _ = writeln!(
+                o,
+                "  round {:<3} {:<8} {:<8} {:>5} pairs {:>4} sat out  score {:.3} (gap to bound {gap:.2}%)  at {}",
+                r.round,
+                r.strategy,
+                r.status,
+                r.pairs,
+                r.sat_out,
+                r.total_score,
+                when(Some(r.completed_at))
+            );
+        }
+    }
     let _ = writeln!(o, "\nRECENT RUNS");
     for r in &s.runs {
         let _ = writeln!(

@@ -22,7 +22,7 @@ pub async fn lock_event(tx: &mut Transaction<'_, Postgres>, event: Uuid) -> Resu
 }
 
 /// A round's header row.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct RoundRow {
     pub round: i32,
     pub status: String,
@@ -33,6 +33,18 @@ pub struct RoundRow {
     pub sat_out: i32,
     pub total_score: f64,
     pub upper_bound: f64,
+}
+
+impl RoundRow {
+    /// How far the round's total may be below the dense optimum, in per cent
+    /// of the certified upper bound (0 for a proven optimum or an empty round).
+    pub fn gap_percent(&self) -> f64 {
+        if self.upper_bound == 0.0 {
+            0.0
+        } else {
+            100.0 * ((self.upper_bound - self.total_score) / self.upper_bound.abs()).max(0.0)
+        }
+    }
 }
 
 /// One attendee's row of a round (`partner_id` `None`: sits out).

@@ -24,6 +24,8 @@ pub struct Status {
     pub retrying_total: i64,
     pub events: Vec<EventProgress>,
     pub runs: Vec<Run>,
+    /// The event's meeting rounds (only with `--event`; empty otherwise).
+    pub rounds: Vec<super::rounds::RoundRow>,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -203,6 +205,10 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
     .fetch_all(pool)
     .await
     .db("reading recent runs")?;
+    let rounds = match event {
+        Some(event) => super::rounds::list(pool, event).await?,
+        None => Vec::new(),
+    };
     Ok(Status {
         queue,
         oldest_pending_seconds,
@@ -214,5 +220,6 @@ pub async fn read(pool: &PgPool, event: Option<Uuid>, limit: i64) -> Result<Stat
         retrying_total,
         events,
         runs,
+        rounds,
     })
 }

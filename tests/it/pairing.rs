@@ -242,6 +242,31 @@ async fn pair_is_idempotent_and_force_recomputes(pool: PgPool) {
         after[0].created_at > created[0].created_at,
         "the round was written again"
     );
+    // `status --event` lists the event's rounds, for people and machines.
+    let status = |json: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_matchmaker"));
+        cmd.args(["status", "--event", "idem"])
+            .env("DATABASE_URL", &url)
+            .env("RUST_LOG", "warn");
+        if json {
+            cmd.arg("--json");
+        }
+        let o = cmd.output().expect("run matchmaker status");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).expect("UTF-8")
+    };
+    let text = status(false);
+    let line = text
+        .lines()
+        .skip_while(|l| *l != "MEETING ROUNDS")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rounds section in:\n{text}"));
+    assert!(line.trim_start().starts_with("round 1 "), "{line}");
+    assert!(line.contains(&format!("{} pairs", after[0].pairs)), "{line}");
+    let j: serde_json::Value = serde_json::from_str(&status(true)).expect("JSON");
+    assert_eq!(j["rounds"].as_array().map(Vec::len), Some(1));
+    assert_eq!(j["rounds"][0]["round"], 1);
+    assert_eq!(j["rounds"][0]["strategy"], "optimal");
     let o = pair(&url, &[], &["--event", "idem", "--round", "3"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
