@@ -4,7 +4,8 @@
 //! on a dead database.
 
 use super::Metrics;
-use crate::store::{ops, schema};
+use crate::store::ops;
+use crate::store::schema::{self, SchemaState};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -85,15 +86,20 @@ async fn healthz(State(app): State<App>) -> Response {
 }
 
 async fn readyz(State(app): State<App>) -> Response {
-    let expected = schema::latest_version();
-    let answer = tokio::time::timeout(DB_TIMEOUT, schema::newest_applied(&app.pool)).await;
+    let answer = tokio::time::timeout(DB_TIMEOUT, schema::state(&app.pool)).await;
     let why = match answer {
-        Ok(Ok(v)) if v == expected => return (StatusCode::OK, "ready\n").into_response(),
-        Ok(Ok(0)) => "the schema is missing: run `matchmaker migrate`".to_string(),
-        Ok(Ok(v)) if v < expected => {
-            format!("the schema is at {v}, this binary expects {expected}: run `matchmaker migrate`")
+        Ok(Ok(SchemaState::Current)) => return (StatusCode::OK, "ready\n").into_response(),
+        Ok(Ok(SchemaState::Behind(missing))) if missing.len() == schema::MIGRATOR.iter().count() => {
+            "the schema is missing: run `matchmaker migrate`".to_string()
         }
-        Ok(Ok(v)) => format!("the schema is at {v}, newer than this binary's {expected}: upgrade matchmaker"),
+        Ok(Ok(SchemaState::Behind(missing))) => format!(
+            "{} migration(s) of this binary not applied (the oldest {}): run `matchmaker migrate`",
+            missing.len(),
+            missing.first().copied().unwrap_or_default()
+        ),
+        Ok(Ok(SchemaState::Ahead(v))) => {
+            format!("the schema has migration {v}, newer than this binary: upgrade matchmaker")
+        }
         Ok(Err(e)) => format!(
             "the database did not answer: {}",
             crate::telemetry::error_chain(&e).replace('\n', " ")

@@ -215,11 +215,14 @@ async fn all_done(pool: &PgPool) {
 async fn a_schema_behind_the_binary_is_not_ready(pool: PgPool) {
     let url = worker_url(&pool).await;
     let port = free_port();
-    // As if the newest migration had not been applied yet.
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)")
-        .execute(&pool)
-        .await
-        .expect("forget the newest migration");
+    // As if one migration in the middle had been skipped: the newest applied
+    // is still this binary's newest, yet the schema is not what it expects.
+    sqlx::query(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT version FROM _sqlx_migrations ORDER BY version DESC OFFSET 2 LIMIT 1)",
+    )
+    .execute(&pool)
+    .await
+    .expect("forget a migration");
     let daemon = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_matchmaker"))
             .args([
@@ -237,6 +240,7 @@ async fn a_schema_behind_the_binary_is_not_ready(pool: PgPool) {
             .expect("spawn daemon"),
     );
     let why = await_status(port, "/readyz", 503, Duration::from_secs(15)).await;
+    assert!(why.contains("1 migration(s) of this binary not applied"), "{why}");
     assert!(why.contains("run `matchmaker migrate`"), "{why}");
     drop(daemon);
 }
