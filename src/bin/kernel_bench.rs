@@ -14,6 +14,9 @@
 //! the comparison with a GEMM. Candidates are separate allocations, as the
 //! engine holds them. The first line names the CPU, its flags and the load.
 
+#[path = "shared/machine.rs"]
+mod machine;
+
 use matchmaker::matching::kernel;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -44,39 +47,6 @@ fn opts() -> Opts {
         }
     }
     o
-}
-
-/// The CPU model and the flags that matter to the kernel, from /proc/cpuinfo.
-fn cpu() -> serde_json::Value {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    let model = field("model name").or_else(|| field("CPU part")).unwrap_or_default();
-    let flags = field("flags").or_else(|| field("Features")).unwrap_or_default();
-    let wanted = |f: &&str| {
-        ["avx", "avx2", "fma", "f16c", "asimd", "fphp", "asimdhp", "neon"].contains(f) || f.starts_with("avx512")
-    };
-    let flags: Vec<&str> = flags.split_whitespace().filter(wanted).collect();
-    json!({
-        "cpu": model,
-        "flags": flags,
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "load": load(),
-        "exact_default": kernel::implementation(),
-        "approx_default": kernel::approx_implementation(),
-    })
-}
-
-/// The one-minute load average.
-fn load() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
-        .unwrap_or(f64::NAN)
 }
 
 /// A deterministic pseudo-random unit vector (xorshift; no dependency on
@@ -124,7 +94,7 @@ fn numpy(python: &str, q: usize, n: usize, d: usize, reps: usize) -> serde_json:
 
 fn main() {
     let o = opts();
-    println!("{}", cpu());
+    println!("{}", machine::describe());
     let mut shapes: Vec<(usize, usize, usize)> = vec![(20, 10_000, 384), (20, 100_000, 384)];
     if !o.quick {
         shapes.extend([(200, 10_000, 384), (1_000, 10_000, 384), (2_000, 20_000, 384)]);
@@ -153,13 +123,13 @@ fn main() {
                 "cand_gbps": (bytes / best.as_secs_f64() / 1e7).round() / 100.0,
                 "numpy_gflops": np_gflops,
                 "vs_numpy": np_gflops.map(|g| (gflops / g * 1000.0).round() / 1000.0),
-                "load": load(),
+                "load": machine::load(),
             })
         };
         if let Some(np) = &np {
             println!(
                 "{}",
-                json!({ "shape": format!("{q}x{n}x{d}"), "path": "numpy", "numpy": np, "load": load() })
+                json!({ "shape": format!("{q}x{n}x{d}"), "path": "numpy", "numpy": np, "load": machine::load() })
             );
         }
         for path in kernel::exact_paths() {

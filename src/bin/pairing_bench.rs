@@ -12,6 +12,9 @@
 //! By default rounds above 5,000 attendees keep 10 candidates each and read
 //! 2 dense passes (one solve, then the check that yields the bound).
 
+#[path = "shared/machine.rs"]
+mod machine;
+
 use matchmaker::matching::pairing::{plan_round, EventScores, Mode, Options, Strategy};
 use matchmaker::matching::{Algorithm, Event, EventSettings, IdMap, Participant, ParticipantRow, TagInterner};
 use rand::{Rng, SeedableRng};
@@ -21,26 +24,6 @@ use uuid::Uuid;
 
 const DIMENSIONS: usize = 384;
 const TOPICS: usize = 40;
-
-/// The CPU model and the SIMD flags the kernel uses, from /proc/cpuinfo.
-fn cpu() -> serde_json::Value {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    let flags = field("flags").or_else(|| field("Features")).unwrap_or_default();
-    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    json!({
-        "cpu": field("model name").or_else(|| field("CPU part")).unwrap_or_default(),
-        "avx2": has("avx2"),
-        "avx512f": has("avx512f"),
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "kernel": matchmaker::matching::kernel::implementation(),
-    })
-}
 
 /// An event of `n` attendees: each embedding is one of the topics plus noise.
 fn event(n: usize, seed: u64) -> Event {
@@ -91,7 +74,7 @@ fn main() {
     } else {
         given
     };
-    println!("{}", json!({ "machine": cpu() }));
+    println!("{}", json!({ "machine": machine::describe() }));
     for n in sizes {
         let event = event(n, n as u64);
         let scores = EventScores::new(&event, Mode::Any, &IdMap::default(), &[]);
