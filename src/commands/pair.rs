@@ -1,14 +1,26 @@
 //! `matchmaker pair`: computes, writes and prints one meeting round of an
 //! event (issue 13).
 //!
-//! Everything happens in one transaction holding the event's lock
-//! ([`rounds::lock_event`]): reading the event and the earlier rounds,
-//! checking whether the round exists, and writing it whole
-//! ([`rounds::insert`]). A crash (even SIGKILL) leaves no round or the whole
-//! round; two runs for one event never interleave. An existing round is
-//! printed as written (a round is a printed plan: joins and leaves since do
-//! not change it) unless `--force`, which deletes and recomputes it in the
-//! same transaction.
+//! Two steps, so that a large round (a minute at 10,000 attendees) never
+//! holds the event's lock while it computes: the triggers take that lock on
+//! every join, edit and leave, which would wait for it.
+//!
+//! 1. One read-only `REPEATABLE READ` snapshot: the event, its pairing mode
+//!    and sides, and every earlier round. The round is planned from it
+//!    (CPU only, outside any transaction): it is the plan for the event as
+//!    that snapshot saw it, exactly as if it had been computed in no time;
+//!    joins and leaves after it never rewrite a round.
+//! 2. One transaction holding the event's lock ([`rounds::lock_event`]),
+//!    which every writer of rounds takes: if the event's rounds are still
+//!    those of the snapshot (same numbers, same `created_at`), the round is
+//!    written whole ([`rounds::insert`]; `--force` deletes the old one
+//!    first), read back and committed. If another `pair` run changed them
+//!    meanwhile, nothing is written and both steps run again (at most
+//!    [`ATTEMPTS`] times, then a one-line error).
+//!
+//! A crash (even SIGKILL) leaves no round or the whole round; two runs for
+//! one event never write interleaved or conflicting rounds. An existing
+//! round is printed as written (a round is a printed plan) unless `--force`.
 //!
 //! Rules:
 //! - the next round is the highest existing one plus one; `--round N` may
@@ -23,6 +35,8 @@
 //! `MATCHMAKER_FAULT_PAIR_DELAY` (e.g. `2s`) is for tests and drills only:
 //! the command sleeps that long inside the transaction after writing the
 //! round and before committing, so a kill can be aimed at that moment.
+//! `MATCHMAKER_FAULT_PAIR_PLAN_DELAY` sleeps between the plan and the write
+//! (first attempt only), as a long round would.
 
 use crate::config::DbArgs;
 use crate::matching::pairing::{plan_round, EventScores, Mode, Options, RoundPlan, Strategy};
@@ -42,6 +56,9 @@ use uuid::Uuid;
 const LARGE_ROUND: usize = 5_000;
 /// Pairs printed in the text summary.
 const SHOWN: usize = 10;
+/// Reads and plans a round at most this often when other `pair` runs keep
+/// changing the event's rounds meanwhile.
+const ATTEMPTS: u32 = 3;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -76,49 +93,94 @@ struct Computed {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let fault_delay = match std::env::var("MATCHMAKER_FAULT_PAIR_DELAY") {
-        Ok(v) if !v.is_empty() => {
-            Some(humantime::parse_duration(&v).with_context(|| format!("MATCHMAKER_FAULT_PAIR_DELAY={v:?}"))?)
-        }
-        _ => None,
-    };
+    let commit_delay = fault_delay("MATCHMAKER_FAULT_PAIR_DELAY")?;
+    let plan_delay = fault_delay("MATCHMAKER_FAULT_PAIR_PLAN_DELAY")?;
     let (_, pool) = super::connect(&args.db, 1).await?;
     let info = events::require(&pool, &args.event).await?;
     let event_id = info.id;
 
-    let mut tx = pool.begin().await.context("starting the round's transaction")?;
-    rounds::lock_event(&mut tx, event_id).await?;
-    let existing = rounds::list(&mut *tx, event_id).await?;
-    let next = existing.iter().map(|r| r.round).max().unwrap_or(0).saturating_add(1);
-    let round = args.round.unwrap_or(next);
-    if round > next {
-        bail!(
-            "round {round} of {} is in the future: the next round is {next}",
-            info.code
-        );
-    }
-    let exists = existing.iter().any(|r| r.round == round);
-    let mut computed = None;
-    if !exists || args.force {
-        if exists {
-            rounds::delete(&mut tx, event_id, round).await?;
+    let mut attempt = 0;
+    let (header, rows, names, computed) = loop {
+        attempt += 1;
+        // 1. Read everything the round depends on from one snapshot, with no
+        //    lock: a large round computes for a minute, and the triggers take
+        //    the event's lock on every join, edit and leave, which must not
+        //    wait that long. The round is the plan for the event as this
+        //    snapshot saw it (later joins and leaves never rewrite a round).
+        let mut read = pool.begin().await.context("starting the round's read")?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *read)
+            .await
+            .context("starting the round's read")?;
+        let existing = rounds::list(&mut *read, event_id).await?;
+        let next = existing.iter().map(|r| r.round).max().unwrap_or(0).saturating_add(1);
+        let round = args.round.unwrap_or(next);
+        if round > next {
+            bail!(
+                "round {round} of {} is in the future: the next round is {next}",
+                info.code
+            );
         }
-        let (new, c) = compute(&mut tx, event_id, &info.code, round, args.strategy).await?;
-        rounds::insert(&mut tx, event_id, &new).await?;
-        if let Some(d) = fault_delay {
-            tracing::warn!(delay = ?d, "MATCHMAKER_FAULT_PAIR_DELAY: sleeping before the commit (tests and drills only)");
+        let exists = existing.iter().any(|r| r.round == round);
+        let inputs = if !exists || args.force {
+            Some(Inputs::read(&mut read, event_id, &info.code, round).await?)
+        } else {
+            None
+        };
+        read.commit().await.context("ending the round's read")?;
+        let planned = match inputs {
+            Some(inputs) => Some(plan(&inputs, &info.code, round, args.strategy)?),
+            None => None,
+        };
+
+        if let (Some(d), 1) = (plan_delay, attempt) {
+            tracing::warn!(delay = ?d, "MATCHMAKER_FAULT_PAIR_PLAN_DELAY: sleeping between the plan and the write (tests and drills only)");
             tokio::time::sleep(d).await;
         }
-        computed = Some(c);
-    }
-    let header = rounds::list(&mut *tx, event_id)
-        .await?
-        .into_iter()
-        .find(|r| r.round == round)
-        .with_context(|| format!("round {round} of {} vanished", info.code))?;
-    let rows = rounds::pairs(&mut *tx, event_id, round).await?;
-    let names: HashMap<Uuid, String> = rounds::names(&mut *tx, event_id).await?.into_iter().collect();
-    tx.commit().await.context("committing the round")?;
+
+        // 2. Write under the event's lock, in one transaction, if no other
+        //    `pair` run wrote, redid or deleted a round of the event since
+        //    the snapshot (its rounds decide "met before", the sit-outs and
+        //    the round number). Every writer of rounds takes this lock, so
+        //    the comparison cannot go stale before the commit.
+        let mut tx = pool.begin().await.context("starting the round's transaction")?;
+        rounds::lock_event(&mut tx, event_id).await?;
+        if rounds::list(&mut *tx, event_id).await? != existing {
+            tx.rollback().await.context("rolling back")?;
+            if attempt >= ATTEMPTS {
+                bail!(
+                    "the rounds of {} changed {ATTEMPTS} times while this one was computed (another `pair` run?); nothing written, run it again",
+                    info.code
+                );
+            }
+            tracing::info!(
+                attempt,
+                "another run changed the event's rounds meanwhile: computing again"
+            );
+            continue;
+        }
+        let mut computed = None;
+        if let Some((new, c)) = planned {
+            if exists {
+                rounds::delete(&mut tx, event_id, round).await?;
+            }
+            rounds::insert(&mut tx, event_id, &new).await?;
+            if let Some(d) = commit_delay {
+                tracing::warn!(delay = ?d, "MATCHMAKER_FAULT_PAIR_DELAY: sleeping before the commit (tests and drills only)");
+                tokio::time::sleep(d).await;
+            }
+            computed = Some(c);
+        }
+        let header = rounds::list(&mut *tx, event_id)
+            .await?
+            .into_iter()
+            .find(|r| r.round == round)
+            .with_context(|| format!("round {round} of {} vanished", info.code))?;
+        let rows = rounds::pairs(&mut *tx, event_id, round).await?;
+        let names: HashMap<Uuid, String> = rounds::names(&mut *tx, event_id).await?.into_iter().collect();
+        tx.commit().await.context("committing the round")?;
+        break (header, rows, names, computed);
+    };
 
     let report = Report {
         code: &info.code,
@@ -135,32 +197,70 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Reads the event and its earlier rounds in `tx` and plans the round.
-async fn compute(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    event_id: Uuid,
-    code: &str,
-    round: i32,
-    strategy: Strategy,
-) -> Result<(NewRound, Computed)> {
-    let read = snapshot::read_in(&mut *tx, event_id)
-        .await?
-        .with_context(|| format!("event {code} no longer exists"))?;
-    let event = crate::worker::event_of(event_id, &read);
-    let mode: Mode = rounds::pairing_mode(&mut **tx, event_id)
-        .await?
-        .unwrap_or_else(|| "any".into())
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    let sides: IdMap<Uuid, String> = rounds::sides(&mut **tx, event_id).await?.into_iter().collect();
-    // The round itself was deleted (or never written): every round read
-    // here is another one.
-    let met = rounds::met_before(&mut **tx, event_id, i32::MAX).await?;
-    let sat: IdMap<Uuid, i64> = rounds::sat_out_before(&mut **tx, event_id, i32::MAX)
-        .await?
-        .into_iter()
-        .collect();
-    let scores = EventScores::new(&event, mode, &sides, &met);
+/// A test and drill hook: the duration in environment variable `name`.
+fn fault_delay(name: &str) -> Result<Option<std::time::Duration>> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => humantime::parse_duration(&v)
+            .map(Some)
+            .with_context(|| format!("{name}={v:?}")),
+        _ => Ok(None),
+    }
+}
+
+/// What a round is computed from, read in one snapshot.
+struct Inputs {
+    event: crate::matching::Event,
+    mode: Mode,
+    sides: IdMap<Uuid, String>,
+    met: Vec<(Uuid, Uuid)>,
+    sat: IdMap<Uuid, i64>,
+}
+
+impl Inputs {
+    /// Reads the event, its pairing mode and sides, and its earlier rounds.
+    async fn read(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        event_id: Uuid,
+        code: &str,
+        round: i32,
+    ) -> Result<Self> {
+        let read = snapshot::read_in(&mut *tx, event_id)
+            .await?
+            .with_context(|| format!("event {code} no longer exists"))?;
+        let event = crate::worker::event_of(event_id, &read);
+        let mode: Mode = rounds::pairing_mode(&mut **tx, event_id)
+            .await?
+            .unwrap_or_else(|| "any".into())
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        let sides = rounds::sides(&mut **tx, event_id).await?.into_iter().collect();
+        // Every other round counts, later ones too (`--force` on an early
+        // round); the round itself does not, as it is replaced.
+        let met = rounds::met_in_other_rounds(&mut **tx, event_id, round).await?;
+        let sat = rounds::sat_out_in_other_rounds(&mut **tx, event_id, round)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(Self {
+            event,
+            mode,
+            sides,
+            met,
+            sat,
+        })
+    }
+}
+
+/// Plans round `round` from what [`Inputs::read`] read (CPU only).
+fn plan(inputs: &Inputs, code: &str, round: i32, strategy: Strategy) -> Result<(NewRound, Computed)> {
+    let Inputs {
+        event,
+        mode,
+        sides,
+        met,
+        sat,
+    } = inputs;
+    let scores = EventScores::new(event, *mode, sides, met);
     let people = scores.attendees();
     let n = people.len();
     if n < 2 {
@@ -188,7 +288,7 @@ async fn compute(
             .total_score,
         ),
     };
-    let rows = rows_of(&plan, &event, people);
+    let rows = rows_of(&plan, event, people);
     let new = NewRound {
         round,
         strategy: strategy.as_str().to_string(),

@@ -87,11 +87,12 @@ pub async fn list(db: impl PgExecutor<'_>, event: Uuid) -> Result<Vec<RoundRow>>
     .db("listing the meeting rounds")
 }
 
-/// The pairs that met in rounds before `round`, once per pair.
-pub async fn met_before(db: impl PgExecutor<'_>, event: Uuid, round: i32) -> Result<Vec<(Uuid, Uuid)>> {
+/// The pairs that met in every round of the event but `round`, once per
+/// pair (what a new round, or `round` redone, must not repeat).
+pub async fn met_in_other_rounds(db: impl PgExecutor<'_>, event: Uuid, round: i32) -> Result<Vec<(Uuid, Uuid)>> {
     sqlx::query_as(
         "SELECT user_id, partner_id FROM meeting_pairs
-          WHERE event_id = $1 AND round < $2 AND partner_id IS NOT NULL AND user_id < partner_id",
+          WHERE event_id = $1 AND round <> $2 AND partner_id IS NOT NULL AND user_id < partner_id",
     )
     .bind(event)
     .bind(round)
@@ -100,11 +101,11 @@ pub async fn met_before(db: impl PgExecutor<'_>, event: Uuid, round: i32) -> Res
     .db("reading earlier pairs")
 }
 
-/// How often each attendee sat out in rounds before `round`.
-pub async fn sat_out_before(db: impl PgExecutor<'_>, event: Uuid, round: i32) -> Result<Vec<(Uuid, i64)>> {
+/// How often each attendee sat out in every round of the event but `round`.
+pub async fn sat_out_in_other_rounds(db: impl PgExecutor<'_>, event: Uuid, round: i32) -> Result<Vec<(Uuid, i64)>> {
     sqlx::query_as(
         "SELECT user_id, count(*) FROM meeting_pairs
-          WHERE event_id = $1 AND round < $2 AND partner_id IS NULL GROUP BY user_id",
+          WHERE event_id = $1 AND round <> $2 AND partner_id IS NULL GROUP BY user_id",
     )
     .bind(event)
     .bind(round)

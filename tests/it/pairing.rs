@@ -53,10 +53,13 @@ async fn rounds_round_trip_through_the_store(pool: PgPool) {
     let read = rounds::pairs(&pool, event, 1).await.unwrap();
     assert_eq!(read.len(), 3);
     assert_eq!(read[2].user_id, c, "the sit-out comes last");
-    let met = rounds::met_before(&pool, event, 2).await.unwrap();
+    let met = rounds::met_in_other_rounds(&pool, event, 2).await.unwrap();
     assert_eq!(met, vec![(a.min(b), a.max(b))]);
-    assert!(rounds::met_before(&pool, event, 1).await.unwrap().is_empty());
-    assert_eq!(rounds::sat_out_before(&pool, event, 2).await.unwrap(), vec![(c, 1)]);
+    assert!(rounds::met_in_other_rounds(&pool, event, 1).await.unwrap().is_empty());
+    assert_eq!(
+        rounds::sat_out_in_other_rounds(&pool, event, 2).await.unwrap(),
+        vec![(c, 1)]
+    );
 
     // A second round 1 is refused: rounds are redone by deleting first.
     let mut tx = pool.begin().await.unwrap();
@@ -331,4 +334,70 @@ async fn sigkill_leaves_no_round_or_the_whole_round(pool: PgPool) {
     let header = &rounds::list(&pool, event).await.unwrap()[0];
     assert_eq!(rows.len() as i32, 2 * header.pairs + header.sat_out);
     assert!(header.pairs > 0);
+}
+
+/// A round being planned holds no lock: a join (whose trigger takes the
+/// event's lock) commits at once meanwhile. And when another run writes a
+/// round during the plan, the first one notices under the lock, plans
+/// again from the new rounds and writes the next round, repeating no pair.
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
+async fn planning_holds_no_lock_and_a_concurrent_round_is_noticed(pool: PgPool) {
+    let event = event_of(&pool, "slow", 12, 13).await;
+    let url = worker_url(&pool).await;
+    let mut slow = std::process::Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+        .args(["pair", "--event", "slow", "--json"])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .env("MATCHMAKER_FAULT_PAIR_PLAN_DELAY", "4s")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn pair");
+    // Its warning says when the plan is made and it sleeps before writing.
+    let stderr = slow.stderr.take().expect("piped stderr");
+    let (said, hear) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut rest = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("MATCHMAKER_FAULT_PAIR_PLAN_DELAY") {
+                let _ = said.send(());
+            }
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        rest
+    });
+    hear.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the slow run never finished its plan");
+    // A join commits while the round is being planned.
+    let t = std::time::Instant::now();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(99);
+    insert_profile(&pool, event, &random_profile(&mut rng, 8)).await;
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "the join waited {:?} for the planning run",
+        t.elapsed()
+    );
+    // Another run writes round 1 meanwhile.
+    let fast = pair_json(&url, &["--event", "slow"]);
+    assert_eq!(fast["round"], 1);
+    let o = slow.wait_with_output().expect("wait for the slow run");
+    let log = reader.join().expect("stderr reader");
+    assert!(o.status.success(), "{log}");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(j["round"], 2, "the slow run planned again after round 1 appeared");
+    let first = rounds::pairs(&pool, event, 1).await.unwrap();
+    let met: std::collections::HashSet<(Uuid, Uuid)> = first
+        .iter()
+        .filter_map(|r| r.partner_id.map(|p| (r.user_id.min(p), r.user_id.max(p))))
+        .collect();
+    for r in rounds::pairs(&pool, event, 2).await.unwrap() {
+        if let Some(p) = r.partner_id {
+            assert!(
+                !met.contains(&(r.user_id.min(p), r.user_id.max(p))),
+                "round 2 repeats a pair of round 1"
+            );
+        }
+    }
 }
