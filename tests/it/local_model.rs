@@ -197,9 +197,13 @@ async fn a_cosine_event_without_application_embeddings_is_matched_exactly(pool: 
     let model = load_model();
     let id = model.model_id().to_string();
     let embedder = local_embedder(model);
+    // A lease long enough for a loaded CI machine: the provider gets half of
+    // it per batch (a shorter one holds rows for the deadline, as it should,
+    // and they are embedded by a later batch; the counts below then differ).
     let opts = WorkerOptions {
         batch_size: 10,
         embedder: Some(embedder.clone()),
+        lease: Duration::from_secs(60),
         ..fast_options()
     };
     let event = create_event(&pool, "local-a", "cosine-v1", 3).await;
@@ -250,6 +254,7 @@ async fn a_cosine_event_without_application_embeddings_is_matched_exactly(pool: 
     let opts2 = WorkerOptions {
         batch_size: 10,
         embedder: Some(again.clone()),
+        lease: Duration::from_secs(60),
         ..fast_options()
     };
     let b = create_event(&pool, "local-b", "cosine-v1", 3).await;
