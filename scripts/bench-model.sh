@@ -14,8 +14,13 @@ bash scripts/model-reference.sh "$MODEL_DIR" >/dev/null
 PY=target/model-venv/bin/python
 nice -n 10 cargo build --release --bin model_bench >&2
 lscpu | grep -E "Model name|^CPU\(s\)" >&2
-for threads in 1 0; do
-    env ${threads/#1/OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1} "$PY" - <<'PY'
+for threads in 1 all; do
+    if [[ "$threads" == 1 ]]; then
+        limit=(OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)
+    else
+        limit=(MATCHMAKER_BENCH=1)
+    fi
+    env "${limit[@]}" "$PY" - <<'PY'
 import json, os, time
 import numpy as np
 # Shapes of the encoder's feed-forward on a chunk of 4,096 tokens.
