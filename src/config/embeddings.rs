@@ -8,6 +8,7 @@ use crate::embeddings::client::{
 use crate::embeddings::MAX_DIMENSIONS;
 use anyhow::Result;
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How to reach the embedding provider (optional: without a URL, embeddings
@@ -20,6 +21,11 @@ pub struct EmbeddingArgs {
     /// provider.
     #[arg(long, env = "EMBEDDINGS_URL", hide_env_values = true)]
     pub embeddings_url: Option<String>,
+    /// A sentence-transformers model folder (e.g. all-MiniLM-L6-v2, from
+    /// `bash scripts/fetch-model.sh`) to embed with in process, on the CPU:
+    /// no text leaves the machine. Exclusive with --embeddings-url.
+    #[arg(long, env = "EMBEDDINGS_MODEL_DIR", conflicts_with = "embeddings_url")]
+    pub embeddings_model_dir: Option<PathBuf>,
     /// API key, sent as a bearer token.
     #[arg(long, env = "EMBEDDINGS_API_KEY", hide_env_values = true)]
     pub embeddings_api_key: Option<ApiKey>,
@@ -48,6 +54,26 @@ pub struct EmbeddingArgs {
 }
 
 impl EmbeddingArgs {
+    /// The embedder the flags describe: the local model (loaded now, so a
+    /// bad folder fails at start-up), else the HTTP provider, else `None`.
+    pub fn embedder(&self) -> Result<Option<crate::embeddings::Embedder>> {
+        use crate::embeddings::{Embedder, LocalModel};
+        if let Some(dir) = self
+            .embeddings_model_dir
+            .as_deref()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            let model = LocalModel::load(dir)?;
+            tracing::info!(
+                model = model.model_id(),
+                dims = model.dimensions(),
+                "local embedding model loaded"
+            );
+            return Ok(Some(Embedder::local(model)));
+        }
+        Ok(self.provider()?.map(Embedder::new))
+    }
+
     /// The provider, or `None` when no URL is set (an empty one counts as
     /// unset). A malformed URL or key is an error that repeats neither.
     pub fn provider(&self) -> Result<Option<Provider>> {
@@ -74,6 +100,7 @@ impl fmt::Debug for EmbeddingArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EmbeddingArgs")
             .field("embeddings_url", &self.embeddings_url.as_deref().map(redact_url_str))
+            .field("embeddings_model_dir", &self.embeddings_model_dir)
             .field("embeddings_api_key", &self.embeddings_api_key)
             .field("embeddings_model", &self.embeddings_model)
             .field("embeddings_dimensions", &self.embeddings_dimensions)
@@ -117,6 +144,7 @@ mod tests {
                 "embeddings_api_key",
                 "embeddings_model",
                 "embeddings_dimensions",
+                "embeddings_model_dir",
             ] {
                 assert!(cmd.get_arguments().any(|a| a.get_id() == flag), "{sub} lacks {flag}");
             }
@@ -169,6 +197,22 @@ mod tests {
         assert!(
             e.contains("EMBEDDINGS_URL") && !e.contains("pa55") && !e.contains("sk-flag"),
             "{e}"
+        );
+        let e = Only::try_parse_from([
+            "t",
+            "--embeddings-url",
+            "http://127.0.0.1:9/v1",
+            "--embeddings-model-dir",
+            "/models/x",
+        ])
+        .err()
+        .map(|e| (e.kind(), e.to_string()));
+        assert!(
+            e.as_ref()
+                .is_some_and(|(k, m)| *k == clap::error::ErrorKind::ArgumentConflict
+                    && m.contains("--embeddings-model-dir")
+                    && m.contains("--embeddings-url")),
+            "{e:?}"
         );
         let e = Only::try_parse_from(["t", "--embeddings-dimensions", "0"])
             .err()

@@ -185,9 +185,8 @@ pub async fn attach(
             vector: v,
         });
     }
-    let provider = embedder.provider();
-    let dims = crate::store::embedding_cache::dimensions_column(provider.dimensions());
-    profile_embeddings::store(pool, event, provider.model(), dims, &fresh).await?;
+    let dims = crate::store::embedding_cache::dimensions_column(embedder.dimensions());
+    profile_embeddings::store(pool, event, embedder.model(), dims, &fresh).await?;
     if !why.is_empty() {
         let example = why.values().next().cloned().unwrap_or_default();
         warn!(event.id = %event, attendees = why.len(), embedded = fresh.len(),

@@ -14,6 +14,8 @@
 //! - [`operations`]: metrics, probes, pause/resume, retry-failed, checks.
 //! - [`embeddings`], [`embedding_worker`]: the provider against a loopback
 //!   HTTP server, and wired into the worker.
+//! - [`local_model`]: the in-process model (all-MiniLM-L6-v2) against a
+//!   NumPy reference, deterministic, wired into the worker.
 //! - [`security`], [`connections`]: who may read and write what, on Supabase
 //!   and plain PostgreSQL; poolers and TLS.
 
@@ -27,6 +29,7 @@ mod embedding_worker;
 mod embeddings;
 mod exactness;
 mod explain;
+mod local_model;
 mod operations;
 mod pairing;
 mod queue;
