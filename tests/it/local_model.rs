@@ -277,8 +277,8 @@ async fn a_cosine_event_without_application_embeddings_is_matched_exactly(pool: 
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_slow_model_stops_at_the_deadline_and_keeps_what_it_computed(pool: PgPool) {
-    let embedder = Embedder::local(load_model().with_chunk_delay(Duration::from_millis(300)));
-    // 20 texts of 20 different lengths: 20 chunks of 300 ms or more.
+    let embedder = Embedder::local(load_model().with_chunk_delay(Duration::from_millis(1000)));
+    // 20 texts of 20 different lengths: 20 chunks of 1 s or more.
     let profiles: Vec<ProfileText> = (0..20)
         .map(|i| ProfileText {
             bio: Some(format!("bio {}", "energy storage ".repeat(i + 1))),
@@ -287,16 +287,16 @@ async fn a_slow_model_stops_at_the_deadline_and_keeps_what_it_computed(pool: PgP
         .collect();
     let started = tokio::time::Instant::now();
     let got = embedder
-        .embed(&pool, &profiles, Some(started + Duration::from_millis(1500)))
+        .embed(&pool, &profiles, Some(started + Duration::from_millis(5000)))
         .await
         .expect("embed");
     let took = started.elapsed();
-    // All 20 chunks take at least 6 s. A chunk starts only when the last
-    // one's time per token says it ends by the deadline, so the call ends
-    // near it; under load an estimate can be off by a chunk or two, which
-    // is slack here, not a failure (no timing test on a shared machine).
+    // All 20 chunks take at least 20 s. A chunk starts only when the last
+    // one's time per token says it ends by the deadline (5 s), so the call
+    // ends near it; under load an estimate can be off by a chunk or two,
+    // which is slack here, not a failure (no timing test on a shared machine).
     assert!(
-        took < Duration::from_millis(4500),
+        took < Duration::from_millis(14_000),
         "took {took:?}: the deadline did not stop it"
     );
     let ok = got.iter().filter(|r| r.is_ok()).count();
@@ -304,7 +304,7 @@ async fn a_slow_model_stops_at_the_deadline_and_keeps_what_it_computed(pool: PgP
         .iter()
         .filter(|r| matches!(r, Err(EmbedError::DeadlineExceeded)))
         .count();
-    assert!(ok >= 1 && late >= 10 && ok + late == 20, "ok {ok}, late {late}");
+    assert!(ok >= 1 && late >= 6 && ok + late == 20, "ok {ok}, late {late}");
     assert!(got
         .iter()
         .all(|r| r.as_ref().err().is_none_or(EmbedError::is_transient)));
