@@ -9,13 +9,12 @@ use crate::helpers::provider::{FakeProvider, Mode, DIMS, KEY};
 use crate::helpers::*;
 use matchmaker::render_status as render;
 use matchmaker::store::status;
-use matchmaker::worker::{self, RunSummary, WorkerOptions};
+use matchmaker::worker::WorkerOptions;
 use matchmaker::MIGRATOR;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sqlx::PgPool;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 async fn insert_people(pool: &PgPool, event: Uuid, n: usize, seed: u64) -> Vec<Profile> {
@@ -29,20 +28,6 @@ async fn insert_people(pool: &PgPool, event: Uuid, n: usize, seed: u64) -> Vec<P
         out.push(p);
     }
     out
-}
-
-async fn run_once(pool: &PgPool, opts: &WorkerOptions) -> RunSummary {
-    let workers = worker_pool(pool).await;
-    let summary = worker::run(
-        &workers,
-        &workers.connect_options(),
-        opts.clone(),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("worker run");
-    workers.close().await;
-    summary
 }
 
 async fn provider_rows(pool: &PgPool, event: Uuid) -> i64 {

@@ -263,6 +263,21 @@ pub async fn worker_pool(pool: &PgPool) -> PgPool {
         .expect("connect as the test worker")
 }
 
+/// One worker run over the database as the worker role, to the end.
+pub async fn run_once(pool: &PgPool, opts: &matchmaker::worker::WorkerOptions) -> matchmaker::worker::RunSummary {
+    let workers = worker_pool(pool).await;
+    let summary = matchmaker::worker::run(
+        &workers,
+        &workers.connect_options(),
+        opts.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("worker run");
+    workers.close().await;
+    summary
+}
+
 /// Runs in-process workers, as [`TEST_WORKER`], until no row is pending or
 /// processing (waiting out backoffs and the leases of killed workers).
 /// Panics after `limit`.

@@ -11,7 +11,7 @@
 
 use crate::helpers::*;
 use matchmaker::embeddings::{EmbedError, Embedder, LocalModel, ProfileText};
-use matchmaker::worker::{self, RunSummary, WorkerOptions};
+use matchmaker::worker::WorkerOptions;
 use matchmaker::MIGRATOR;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -20,7 +20,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 fn env_path(var: &str) -> PathBuf {
@@ -165,20 +164,6 @@ fn the_thread_count_does_not_change_the_bits() {
 
 fn local_embedder(model: LocalModel) -> Arc<Embedder> {
     Arc::new(Embedder::local(model))
-}
-
-async fn run_once(pool: &PgPool, opts: &WorkerOptions) -> RunSummary {
-    let workers = worker_pool(pool).await;
-    let summary = worker::run(
-        &workers,
-        &workers.connect_options(),
-        opts.clone(),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("worker run");
-    workers.close().await;
-    summary
 }
 
 fn text_of(p: &Profile) -> ProfileText {
