@@ -76,6 +76,7 @@ impl Command {
             Command::Explain(a) => a.db.database_url.clone(),
             Command::Pair(a) => a.db.database_url.clone(),
         };
+        crate::matching::kernel::check_forced_path().map_err(anyhow::Error::msg)?;
         let result = match command {
             Command::Migrate(a) => migrate::run(a).await.map(|()| 0),
             Command::Run(a) => run::run(a).await.map(|()| 0),

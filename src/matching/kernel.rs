@@ -453,25 +453,70 @@ fn portable_forced() -> bool {
     cfg!(miri) || std::env::var_os("MATCHMAKER_PORTABLE_KERNEL").is_some()
 }
 
-/// The exact path this process uses: the fastest the CPU has.
+/// `MATCHMAKER_KERNEL=NAME`: the exact path named (one of
+/// [`exact_paths`]), for measuring a slower path on a faster CPU; the
+/// scores are the same bits. An unknown or unavailable name is ignored
+/// here and reported by [`check_forced_path`] at start-up.
+fn forced_path() -> Option<String> {
+    std::env::var("MATCHMAKER_KERNEL").ok().filter(|s| !s.is_empty())
+}
+
+/// The approximate path that goes with an exact one: the 16-bit format the
+/// same instruction sets read (AVX2 has no bfloat16 instructions).
+fn approx_names_for(exact: &str) -> &'static [&'static str] {
+    match exact {
+        "avx512" => &["bf16", "f16c"],
+        "avx2" => &["f16c"],
+        "neon" => &["f16-neon"],
+        _ => &[],
+    }
+}
+
+/// Checks `MATCHMAKER_KERNEL` against this CPU's paths: a one-line error
+/// naming the ones it has when the name is not among them.
+pub fn check_forced_path() -> Result<(), String> {
+    match forced_path() {
+        Some(name) if !exact_paths().iter().any(|p| p.name == name) => Err(format!(
+            "MATCHMAKER_KERNEL={name}: this CPU's kernel paths are {}",
+            exact_paths().iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The exact path this process uses: the fastest the CPU has, or the one
+/// `MATCHMAKER_KERNEL` names.
 fn exact() -> &'static ExactPath {
     static K: OnceLock<ExactPath> = OnceLock::new();
     K.get_or_init(|| {
         if portable_forced() {
             return portable_path();
         }
-        exact_paths().into_iter().next().unwrap_or_else(portable_path)
+        let mut paths = exact_paths();
+        if let Some(name) = forced_path() {
+            if let Some(at) = paths.iter().position(|p| p.name == name) {
+                return paths.swap_remove(at);
+            }
+        }
+        paths.into_iter().next().unwrap_or_else(portable_path)
     })
 }
 
-/// The approximate path this process uses, if the CPU has one.
+/// The approximate path this process uses, if the CPU has one (with
+/// `MATCHMAKER_KERNEL`, the one of the forced path's instruction sets).
 fn approx() -> Option<&'static ApproxPath> {
     static A: OnceLock<Option<ApproxPath>> = OnceLock::new();
     A.get_or_init(|| {
         if portable_forced() {
             return None;
         }
-        approx_paths().into_iter().find(|p| p.name != "f16-portable")
+        let paths = approx_paths();
+        if forced_path().is_some() {
+            let names = approx_names_for(exact().name);
+            let at = names.iter().find_map(|n| paths.iter().position(|p| p.name == *n));
+            return at.and_then(|at| paths.into_iter().nth(at));
+        }
+        paths.into_iter().find(|p| p.name != "f16-portable")
     })
     .as_ref()
 }

@@ -316,23 +316,21 @@ pub fn plan_round(
     let (mate, certified, bound2) = match strategy {
         Strategy::Greedy => {
             let mate = greedy(n, &edges, &weights);
-            let mate = complete_greedy(scores, mate, &weights);
+            let mate = complete_greedy(scores, mate, &weights, options.chunk);
             (mate, false, None)
         }
         Strategy::Optimal => {
             // Greedy's pairs join the graph (its completion may pair
             // attendees outside each other's candidates), so the graph holds
             // a matching as large as greedy's and the optimum is never worse.
-            let seed = complete_greedy(scores, greedy(n, &edges, &weights), &weights);
-            let outside: Vec<usize> = (0..n).filter(|&u| seed[u].is_some_and(|v| (u as u32) < v)).collect();
+            let seed = complete_greedy(scores, greedy(n, &edges, &weights), &weights, options.chunk);
+            let outside: Vec<(u32, u32)> = (0..n as u32)
+                .filter_map(|u| seed[u as usize].filter(|&v| u < v).map(|v| (u, v)))
+                .filter(|key| edges.binary_search_by_key(key, |e| (e.0, e.1)).is_err())
+                .collect();
             if !outside.is_empty() {
-                let mut rows = vec![f32::NAN; outside.len() * n];
-                scores.rows(&outside, &mut rows);
-                for (i, &u) in outside.iter().enumerate() {
-                    if let Some(v) = seed[u] {
-                        edges.push((u as u32, v, rows[i * n + v as usize]));
-                    }
-                }
+                let s = scores_of(scores, &outside, options.chunk);
+                edges.extend(outside.iter().zip(s).map(|(&(u, v), s)| (u, v, s)));
                 edges.sort_unstable_by_key(|e| (e.0, e.1));
                 edges.dedup_by_key(|e| (e.0, e.1));
             }
@@ -372,14 +370,9 @@ pub fn plan_round(
         }
     }
     // Pairs found outside the candidate graph (greedy's completion): score them.
-    if !extra.is_empty() {
-        let mut row = vec![f32::NAN; extra.len() * n];
-        scores.rows(&extra, &mut row);
-        for (i, &u) in extra.iter().enumerate() {
-            if let Some(v) = mate[u] {
-                plan_mate[u] = Some((v, row[i * n + v as usize]));
-            }
-        }
+    let extra: Vec<(u32, u32)> = extra.iter().filter_map(|&u| mate[u].map(|v| (u as u32, v))).collect();
+    for (&(u, v), s) in extra.iter().zip(scores_of(scores, &extra, options.chunk)) {
+        plan_mate[u as usize] = Some((v, s));
     }
     let pairs = plan_mate.iter().flatten().count() / 2;
     let mut weight: i128 = 0;
@@ -444,10 +437,29 @@ fn check_dense(
     let mut cover = sol.vertex_cover2();
     let mut uncovered = Vec::new();
     let mut worst: Vec<(i128, u32, f32)> = Vec::new();
+    // A cheap test first. With y = 2u the duals' vertex part, a pair with
+    // y(u) + y(v) ≥ 2w has slack ≥ 0 (blossom terms only add) and is covered
+    // by `cover` (which is ≥ y everywhere and only rises), so it needs no
+    // exact look. 2w = 2K + 2B(r(u) + r(v)) + 2q and 2q ≤ 2S(s + 1) + 1 (q
+    // rounds (s + 1)·S), so the pair is skipped when
+    // g = (y(u) − 2K − 2B·r(u)) + (y(v) − 2B·r(v)) ≥ 2S(s + 1) + 2; the
+    // extra unit absorbs the f64 rounding of both sides (g is an exact
+    // integer, converted exactly below 2^53 and far above the threshold
+    // otherwise).
+    let y = sol.vertex_duals2();
+    let two_b = 2 * i128::from(weights.b);
+    let d: Vec<i128> = (0..y.len())
+        .map(|v| i128::from(y[v]) - two_b * i128::from(weights.r[v]))
+        .collect();
+    let two_s = 2.0 * SCALE as f64;
     each_row(scores, chunk, progress, |u, row| {
         worst.clear();
+        let c = d[u] - 2 * i128::from(weights.k);
         for (v, &s) in row.iter().enumerate() {
             if v == u || s.is_nan() {
+                continue;
+            }
+            if ((c + d[v]) as f64) >= two_s * (f64::from(s) + 1.0) + 2.0 {
                 continue;
             }
             let w = weights.weight(u, v, s);
@@ -487,22 +499,51 @@ pub fn greedy(n: usize, edges: &[(u32, u32, f32)], weights: &Weights) -> Vec<Opt
     mate
 }
 
+/// The scores of `pairs`, reading the rows of their first ends `chunk` at a
+/// time (never a row per pair held at once: at 10,000 attendees greedy's
+/// 5,000 pairs would be 200 MB of rows).
+fn scores_of(scores: &dyn Scores, pairs: &[(u32, u32)], chunk: usize) -> Vec<f32> {
+    let n = scores.len();
+    let mut out = vec![f32::NAN; pairs.len()];
+    let mut buf = Vec::new();
+    let chunk = chunk.max(1);
+    for (group, slots) in pairs.chunks(chunk).zip(out.chunks_mut(chunk)) {
+        let users: Vec<usize> = group.iter().map(|&(u, _)| u as usize).collect();
+        buf.clear();
+        buf.resize(users.len() * n, f32::NAN);
+        scores.rows(&users, &mut buf);
+        for (i, (&(_, v), slot)) in group.iter().zip(slots).enumerate() {
+            *slot = buf[i * n + v as usize];
+        }
+    }
+    out
+}
+
 /// Greedy over the candidates can strand attendees whose candidates were all
 /// taken; the old systems would pair them among themselves, so do that.
-fn complete_greedy(scores: &dyn Scores, mut mate: Vec<Option<u32>>, weights: &Weights) -> Vec<Option<u32>> {
+fn complete_greedy(
+    scores: &dyn Scores,
+    mut mate: Vec<Option<u32>>,
+    weights: &Weights,
+    chunk: usize,
+) -> Vec<Option<u32>> {
     let n = scores.len();
     let free: Vec<usize> = (0..n).filter(|&u| mate[u].is_none()).collect();
     if free.len() < 2 {
         return mate;
     }
-    let mut rows = vec![f32::NAN; free.len() * n];
-    scores.rows(&free, &mut rows);
+    let mut rows = Vec::new();
     let mut edges = Vec::new();
-    for (i, &u) in free.iter().enumerate() {
-        for &v in &free {
-            let s = rows[i * n + v];
-            if u < v && !s.is_nan() {
-                edges.push((u as u32, v as u32, s));
+    for group in free.chunks(chunk.max(1)) {
+        rows.clear();
+        rows.resize(group.len() * n, f32::NAN);
+        scores.rows(group, &mut rows);
+        for (i, &u) in group.iter().enumerate() {
+            for &v in &free {
+                let s = rows[i * n + v];
+                if u < v && !s.is_nan() {
+                    edges.push((u as u32, v as u32, s));
+                }
             }
         }
     }

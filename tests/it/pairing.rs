@@ -401,3 +401,39 @@ async fn planning_holds_no_lock_and_a_concurrent_round_is_noticed(pool: PgPool) 
         }
     }
 }
+
+/// `MATCHMAKER_KERNEL` forces each of this CPU's kernel paths: every one
+/// plans the same round with the same score bits (the reference order), and
+/// a name the CPU lacks is a one-line error naming the ones it has.
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
+async fn every_kernel_path_plans_the_same_round(pool: PgPool) {
+    event_of(&pool, "paths", 30, 17).await;
+    let url = worker_url(&pool).await;
+    let mut plans = Vec::new();
+    let names: Vec<&str> = matchmaker::matching::kernel::exact_paths()
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    for name in &names {
+        let o = pair(
+            &url,
+            &[("MATCHMAKER_KERNEL", name)],
+            &["--event", "paths", "--round", "1", "--force", "--json"],
+        );
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+        plans.push((name, j["pair_list"].clone(), j["total_score"].clone()));
+    }
+    for (name, list, total) in &plans[1..] {
+        assert_eq!(list, &plans[0].1, "{name} and {} disagree", plans[0].0);
+        assert_eq!(total, &plans[0].2, "{name}: total score bits");
+    }
+    let o = pair(&url, &[("MATCHMAKER_KERNEL", "sse9")], &["--event", "paths"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("MATCHMAKER_KERNEL=sse9") && err.contains("portable"),
+        "{err}"
+    );
+}

@@ -66,15 +66,22 @@ impl Solution {
     /// pair, so an edge `(i, j, w)` could improve the matching.
     pub fn slack2(&self, i: usize, j: usize, w: i64) -> i128 {
         let mut s = i128::from(self.vertex_dual[i]) + i128::from(self.vertex_dual[j]) - 2 * i128::from(w);
+        // Blossoms are laminar, so those holding both ends are the outermost
+        // ones of each list: a common suffix, walked from the top.
         let (bi, bj) = (&self.blossoms[i], &self.blossoms[j]);
-        if !bi.is_empty() && !bj.is_empty() {
-            for &(b, z) in bi {
-                if bj.iter().any(|&(c, _)| c == b) {
-                    s += 2 * i128::from(z);
-                }
+        for (&(b, z), &(c, _)) in bi.iter().rev().zip(bj.iter().rev()) {
+            if b != c {
+                break;
             }
+            s += 2 * i128::from(z);
         }
         s
+    }
+
+    /// Per vertex: `2·u(v)`, the vertex part of the duals (a pair with
+    /// `2u(i) + 2u(j) ≥ 2w` is covered whatever blossoms hold it).
+    pub fn vertex_duals2(&self) -> &[i64] {
+        &self.vertex_dual
     }
 
     /// Whether the final duals cover the pair `(i, j)` at weight `w`.
@@ -656,18 +663,28 @@ impl<'a> State<'a> {
             .iter()
             .map(|&p| (p != NONE).then(|| self.endpoint[p] as u32))
             .collect();
-        let mut blossoms = vec![Vec::new(); n];
         let mut objective2: i128 = self.dual[..n].iter().map(|&d| i128::from(d)).sum();
         for b in n..2 * n {
             if self.base[b] == NONE || self.dual[b] == 0 {
                 continue;
             }
-            let leaves = self.leaves_of(b);
-            objective2 += 2 * i128::from(self.dual[b]) * ((leaves.len() as i128 - 1) / 2);
-            for v in leaves {
-                blossoms[v].push((b, self.dual[b]));
-            }
+            let leaves = self.leaves_of(b).len() as i128;
+            objective2 += 2 * i128::from(self.dual[b]) * ((leaves - 1) / 2);
         }
+        // Innermost first: up the parent chain of each vertex.
+        let blossoms: Vec<Vec<(usize, i64)>> = (0..n)
+            .map(|v| {
+                let mut chain = Vec::new();
+                let mut b = self.parent[v];
+                while b != NONE {
+                    if self.dual[b] != 0 {
+                        chain.push((b, self.dual[b]));
+                    }
+                    b = self.parent[b];
+                }
+                chain
+            })
+            .collect();
         Solution {
             mate,
             vertex_dual: self.dual[..n].to_vec(),

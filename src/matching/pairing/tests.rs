@@ -344,3 +344,101 @@ fn across_sides_pairs_only_across_and_rotates_the_larger_side() {
         assert!(hi.zip(lo).is_some_and(|(h, l)| h - l <= 1), "round {r}: {counts:?}");
     }
 }
+
+/// The best total weight of any matching of `edges` on `n` vertices.
+fn exhaustive_edges(n: usize, edges: &[blossom::Edge]) -> i64 {
+    fn go(edges: &[blossom::Edge], used: u32) -> i64 {
+        let Some((&(a, b, w), rest)) = edges.split_first() else {
+            return 0;
+        };
+        let skip = go(rest, used);
+        let bits = (1 << a) | (1 << b);
+        if used & bits == 0 {
+            skip.max(w + go(rest, used | bits))
+        } else {
+            skip
+        }
+    }
+    assert!(n <= 32);
+    go(edges, 0)
+}
+
+#[test]
+fn duals_certify_random_graphs() {
+    // Dense small graphs with a few weights make odd cycles tight, so many
+    // final duals hold blossoms: the slack of a pair inside one must count
+    // the z of every blossom holding both ends, and no other.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+    let mut inside_blossoms = 0;
+    for case in 0..400 {
+        let n = rng.gen_range(2..=11);
+        let mut edges = Vec::new();
+        for a in 0..n as u32 {
+            for b in a + 1..n as u32 {
+                if rng.gen_bool(0.6) {
+                    edges.push((a, b, rng.gen_range(1..=6) * 2));
+                }
+            }
+        }
+        let sol = max_weight_matching(n, &edges);
+        let matched: i64 = edges
+            .iter()
+            .filter(|&&(a, b, _)| sol.mate[a as usize] == Some(b))
+            .map(|e| e.2)
+            .sum();
+        assert_eq!(matched, exhaustive_edges(n, &edges), "case {case}: not optimal");
+        assert_eq!(
+            sol.dual_objective2(),
+            2 * i128::from(matched),
+            "case {case}: dual objective"
+        );
+        let y = sol.vertex_duals2();
+        for &(a, b, w) in &edges {
+            let (a, b) = (a as usize, b as usize);
+            assert!(sol.slack2(a, b, w) >= 0, "case {case}: ({a}, {b}) uncovered");
+            if sol.mate[a] == Some(b as u32) {
+                assert_eq!(sol.slack2(a, b, w), 0, "case {case}: matched ({a}, {b}) not tight");
+                if i128::from(y[a]) + i128::from(y[b]) < 2 * i128::from(w) {
+                    inside_blossoms += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        inside_blossoms > 20,
+        "only {inside_blossoms} matched pairs needed a blossom's z"
+    );
+}
+
+#[test]
+fn the_bound_covers_the_dense_optimum_after_one_solve() {
+    // Two passes on one candidate each rarely certify; the bound must still
+    // be at least the dense optimum's score (found with many passes).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    let mut uncertified = 0;
+    for case in 0..200 {
+        let n = rng.gen_range(2..=12);
+        let m = random_instance(&mut rng, n, case % 2 == 1);
+        let sat_out: Vec<u32> = (0..n).map(|_| rng.gen_range(0..3)).collect();
+        let quick = Options {
+            candidates: 1,
+            max_passes: 2,
+            chunk: 3,
+        };
+        let full = Options {
+            max_passes: 40,
+            ..quick
+        };
+        let plan = plan_round(&m, &sat_out, Strategy::Optimal, quick, &mut |_| {});
+        let best = plan_round(&m, &sat_out, Strategy::Optimal, full, &mut |_| {});
+        assert!(best.certified, "case {case}");
+        uncertified += usize::from(!plan.certified);
+        assert!(
+            plan.upper_bound + 1e-5 >= best.total_score,
+            "case {case}: bound {} below the optimum {}",
+            plan.upper_bound,
+            best.total_score
+        );
+    }
+    assert!(uncertified > 10, "only {uncertified} rounds left uncertified");
+}
