@@ -302,6 +302,91 @@ async fn a_slow_model_stops_at_the_deadline_and_keeps_what_it_computed(pool: PgP
     assert_eq!(s.vectors_cached, 20);
 }
 
+/// `matchmaker run` processes embedding with the local model, two of them
+/// SIGKILLed once they have stored vectors (mid-run: model loaded, batches
+/// committed, others claimed), then plain runs until the queue is empty:
+/// every list equals the brute force on the stored vectors, and every
+/// attendee has one under the model's id.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn run_processes_with_the_local_model_survive_sigkill(pool: PgPool) {
+    let event = create_event(&pool, "local-kill", "cosine-v1", 3).await;
+    let mut rng = StdRng::seed_from_u64(23);
+    for i in 0..24 {
+        let mut p = random_profile(&mut rng, 0);
+        p.embedding = None;
+        p.bio = Some(format!("Attendee {i}: {}", p.bio.clone().unwrap_or_default()));
+        insert_profile(&pool, event, &p).await;
+    }
+    let url = worker_url(&pool).await;
+    let dir = model_dir();
+    let run = |max_runtime: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+            .args([
+                "run",
+                "--batch-size",
+                "4",
+                "--lease",
+                "2s",
+                "--max-runtime",
+                max_runtime,
+            ])
+            .arg("--embeddings-model-dir")
+            .arg(&dir)
+            .env("DATABASE_URL", &url)
+            .env_remove("EMBEDDINGS_URL")
+            .env_remove("EMBEDDINGS_MODEL_DIR")
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn matchmaker run")
+    };
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM matchmaking_profile_embeddings WHERE event_id = $1")
+            .bind(event)
+            .fetch_one(&pool)
+            .await
+            .expect("count vectors")
+    };
+    let mut kills = 0;
+    for _ in 0..2 {
+        let before = stored().await;
+        let mut child = run("60s");
+        let started = std::time::Instant::now();
+        while stored().await == before && child.try_wait().expect("try_wait").is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no vector stored in 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if child.try_wait().expect("try_wait").is_none() {
+            child.kill().await.expect("SIGKILL");
+            kills += 1;
+        }
+    }
+    assert!(kills >= 1, "no run was killed while it worked");
+    let started = std::time::Instant::now();
+    while open_rows(&pool).await > 0 {
+        assert!(started.elapsed() < Duration::from_secs(300), "the queue did not drain");
+        let status = run("30s").wait().await.expect("wait matchmaker run");
+        assert!(status.success(), "run failed: {status}");
+    }
+    let missing: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM event_participants p
+          WHERE p.event_id = $1 AND NOT EXISTS (
+                SELECT 1 FROM matchmaking_profile_embeddings pe
+                 WHERE pe.event_id = p.event_id AND pe.user_id = p.user_id AND pe.model = $2)",
+    )
+    .bind(event)
+    .bind(load_model().model_id())
+    .fetch_one(&pool)
+    .await
+    .expect("missing vectors");
+    assert_eq!(missing, 0, "attendees without a local vector");
+    assert_exact(&pool, event, "local model, killed run processes").await;
+}
+
 fn matchmaker(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_matchmaker"))
         .args(args)
