@@ -191,6 +191,48 @@ SELECT count(*) AS "user_matches rows visible to them" FROM user_matches;
 ROLLBACK;
 SQL
 
+if [ -n "${EMBEDDINGS_MODEL_DIR:-}" ]; then
+    # Two newcomers whose tags and words appear nowhere else in the event
+    # (an electrochemist, a grid dispatcher): no tag or keyword can match
+    # them, only the local model's reading of their profiles. The check
+    # below lists each entry of theirs with no shared interest, offer or
+    # keyword, and the reason it gives.
+    MEANING_A="md5('demo-summit/meaning/a')::uuid"
+    MEANING_B="md5('demo-summit/meaning/b')::uuid"
+    pg_log "meaning, not tags: two newcomers whose tags and words no one else has join"
+    sql <<SQL
+INSERT INTO event_participants
+    (event_id, user_id, display_name, company, role, interests, looking_for, offering, bio)
+SELECT id, $MEANING_A, 'Lena Okafor', 'Voltcell', 'Electrochemist',
+       '{lithium chemistry}'::text[], '{pilot sites}'::text[], '{cell testing}'::text[],
+       'My lithium packs buffer megawatt-hours for transmission networks.'
+FROM events WHERE code = 'demo-summit'
+UNION ALL
+SELECT id, $MEANING_B, 'Tomás Ferreira', 'Ribeira Power', 'Dispatcher',
+       '{utility procurement}', '{vendors}', '{substation access}',
+       'Our utility wants to bank surplus sunshine and wind until the evening peak.'
+FROM events WHERE code = 'demo-summit';
+SQL
+    worker run
+    show_matches "$MEANING_A, $MEANING_B"
+    sql -tA <<SQL
+SELECT coalesce(string_agg(format('  %s -> #%s %s, %s at %s: no shared interest, offer or keyword; reason: "%s"',
+                                  me.display_name, m.rank, them.display_name, them.role, them.company,
+                                  m.reasons->>'summary'),
+                           E'\n' ORDER BY me.display_name, m.rank),
+                '  (no list entry of theirs came from meaning alone this time)')
+FROM user_matches m
+JOIN event_participants me ON me.event_id = m.event_id AND me.user_id = m.user_id
+JOIN event_participants them ON them.event_id = m.event_id AND them.user_id = m.matched_user_id
+WHERE m.event_id = (SELECT id FROM events WHERE code = 'demo-summit')
+  AND m.user_id IN ($MEANING_A, $MEANING_B)
+  AND jsonb_array_length(m.reasons->'shared_interests') = 0
+  AND jsonb_array_length(m.reasons->'they_offer_what_you_look_for') = 0
+  AND jsonb_array_length(m.reasons->'you_offer_what_they_look_for') = 0
+  AND jsonb_array_length(m.reasons->'shared_keywords') = 0;
+SQL
+fi
+
 pg_log "queue and job state (matchmaker status)"
 worker status
 
