@@ -47,6 +47,7 @@
 //! ```
 
 use clap::Parser;
+use matchmaker::embeddings::{LocalModel, ProfileText};
 use matchmaker::matching::profile::{Participant, ParticipantRow, TagInterner};
 use matchmaker::matching::score::{cosine, hybrid_with_similarity, Algorithm};
 use matchmaker::matching::topk::{Entry, TopK};
@@ -96,6 +97,12 @@ struct Args {
     /// Also print one table per seed.
     #[arg(long)]
     per_seed: bool,
+    /// Embed each generated profile (role, bios, tags, as the worker renders
+    /// it) with this local sentence-transformers folder instead of the
+    /// synthetic vectors (`scripts/fetch-model.sh` prints one); `--dims` and
+    /// `--embedding-noise` are then unused.
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<std::path::PathBuf>,
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -551,8 +558,44 @@ fn metrics(g: &Generated, overlap: &[Vec<bool>], lists: &[Vec<usize>], k: usize)
     [mean(0), mean(1), mean(2), displaced as f64 / lists.len().max(1) as f64]
 }
 
-fn evaluate(args: &Args, seed: u64) -> Vec<(String, Metrics)> {
-    let g = generate(args, seed);
+/// Replaces every generated embedding (the missing stay missing) with the
+/// local model's vector of the profile's rendered text.
+fn embed_with_model(g: &mut Generated, model: &LocalModel) -> Result<(), String> {
+    let strings = |v: &Option<Vec<Option<String>>>| v.iter().flatten().flatten().cloned().collect::<Vec<_>>();
+    let targets: Vec<usize> = (0..g.attendees.len())
+        .filter(|&i| g.attendees[i].row.embedding.is_some())
+        .collect();
+    let texts: Vec<String> = targets
+        .iter()
+        .map(|&i| {
+            let row = &g.attendees[i].row;
+            ProfileText {
+                role: row.role.clone(),
+                company: row.company.clone(),
+                interests: strings(&row.interests),
+                looking_for: strings(&row.looking_for),
+                offering: strings(&row.offering),
+                bio: row.bio.clone(),
+            }
+            .render()
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = model
+        .embed(&refs)
+        .map_err(|e| format!("cannot embed the profiles: {e:#}"))?;
+    for (&i, v) in targets.iter().zip(vectors) {
+        g.attendees[i].row.embedding = Some(v.into_iter().map(Some).collect());
+    }
+    Ok(())
+}
+
+fn evaluate(args: &Args, seed: u64, model: Option<&LocalModel>) -> Result<Vec<(String, Metrics)>, String> {
+    let mut g = generate(args, seed);
+    if let Some(model) = model {
+        embed_with_model(&mut g, model)?;
+    }
+    let with_embeddings = args.dims > 0 || model.is_some();
     let k = args.k as usize;
     let mut tags = TagInterner::default();
     let with: Vec<Participant> = g
@@ -621,7 +664,7 @@ fn evaluate(args: &Args, seed: u64) -> Vec<(String, Metrics)> {
         };
         0.45 * jaccard(&a[0], &b[0]) + 0.45 * c + 0.10 * e.map_or(0.0, |x| x.max(0.0))
     };
-    if args.dims > 0 {
+    if with_embeddings {
         rows.push((
             "previous hybrid-v1 (0.45·I + 0.45·C + 0.10·E, old tag keys)".to_string(),
             lists(&with, k, |u, v| {
@@ -638,7 +681,7 @@ fn evaluate(args: &Args, seed: u64) -> Vec<(String, Metrics)> {
         "hybrid-v1 without embeddings".to_string(),
         lists(&without, k, |u, v| Algorithm::HybridV1.score(&without[u], &without[v])),
     ));
-    if args.dims > 0 {
+    if with_embeddings {
         rows.push((
             "hybrid-v1 with embeddings".to_string(),
             lists(&with, k, |u, v| Algorithm::HybridV1.score(&with[u], &with[v])),
@@ -648,12 +691,13 @@ fn evaluate(args: &Args, seed: u64) -> Vec<(String, Metrics)> {
             lists(&with, k, |u, v| Algorithm::CosineV1.score(&with[u], &with[v])),
         ));
     }
-    rows.into_iter()
+    Ok(rows
+        .into_iter()
         .map(|(name, l)| {
             let p = metrics(&g, &overlap, &l, k);
             (name, p)
         })
-        .collect()
+        .collect())
 }
 
 fn cell(values: &[f64]) -> String {
@@ -685,6 +729,16 @@ fn main() -> ExitCode {
         eprintln!("error: --k must be smaller than --attendees");
         return ExitCode::from(2);
     }
+    let model = match &args.model_dir {
+        Some(dir) => match LocalModel::load(dir) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let seeds: Vec<u64> = (0..args.runs).map(|r| args.seed.wrapping_add(r)).collect();
     println!(
         "{} attendees, {} communities, K = {}, spelling noise {}, sparse profiles {}, {}; seeds {}",
@@ -693,7 +747,13 @@ fn main() -> ExitCode {
         args.k,
         args.noise,
         args.sparse,
-        if args.dims == 0 {
+        if let Some(m) = &model {
+            format!(
+                "embeddings of the rendered profiles by {} ({} missing)",
+                m.model_id(),
+                args.missing_embeddings
+            )
+        } else if args.dims == 0 {
             "no embeddings".to_string()
         } else {
             format!(
@@ -706,7 +766,13 @@ fn main() -> ExitCode {
     println!();
     let mut all = Vec::new();
     for seed in &seeds {
-        let r = evaluate(&args, *seed);
+        let r = match evaluate(&args, *seed, model.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         if args.per_seed {
             println!("seed {seed}:\n");
             table(args.k, std::slice::from_ref(&r));
