@@ -1,6 +1,7 @@
 //! The local provider: a sentence-transformers model folder (e.g.
-//! all-MiniLM-L6-v2) run in process on the CPU with candle. Nothing leaves
-//! the machine and nothing is downloaded: the folder is read once at start-up.
+//! all-MiniLM-L6-v2) run in process on the CPU by [`encoder`]. Nothing
+//! leaves the machine and nothing is downloaded: the folder is read once at
+//! start-up.
 //!
 //! # What "the model" computes
 //!
@@ -27,10 +28,12 @@
 //! sha256(model.safetensors)>`: the cache's `model` column, so vectors of
 //! other weights are never mixed with these.
 
+mod encoder;
+pub mod gemm;
+mod math;
+
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use encoder::{Config, Encoder};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -51,7 +54,7 @@ pub const CHUNK_TEXTS: usize = 64;
 /// A loaded sentence-embedding model. Immutable after [`LocalModel::load`];
 /// share it in an `Arc` (inference runs on blocking threads).
 pub struct LocalModel {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Tokenizer,
     dims: usize,
     max_len: usize,
@@ -155,18 +158,9 @@ impl LocalModel {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "model".to_string());
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu).with_context(|| {
-            format!(
-                "{} is not a valid safetensors file",
-                dir.join("model.safetensors").display()
-            )
-        })?;
-        let model = BertModel::load(vb, &config).with_context(|| {
-            format!(
-                "{} does not hold the weights config.json describes",
-                dir.join("model.safetensors").display()
-            )
-        })?;
+        let model = Encoder::load(&config, &weights)
+            .map_err(|e| anyhow::anyhow!("{} {e:#}", dir.join("model.safetensors").display()))?;
+        drop(weights);
         Ok(Self {
             model,
             tokenizer,
@@ -241,11 +235,7 @@ impl LocalModel {
             bail!("embed_same_length needs non-empty sequences of one length");
         }
         let flat: Vec<u32> = seqs.iter().flat_map(|s| s.ids.iter().copied()).collect();
-        let ids = Tensor::from_vec(flat, (seqs.len(), len), &Device::Cpu)?;
-        let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, None)?;
-        let pooled = hidden.mean(1)?;
-        let rows: Vec<Vec<f32>> = pooled.to_vec2()?;
+        let rows = self.model.mean_pooled(&flat, len)?;
         Ok(rows.into_iter().map(normalise).collect())
     }
 
