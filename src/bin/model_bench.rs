@@ -99,6 +99,41 @@ fn workload(model: &LocalModel, name: &str, words: usize, count: usize) -> Resul
     }))
 }
 
+/// The encoder's own product on the shape `scripts/bench-model.sh` gives
+/// NumPy (a chunk of 4,096 tokens through the feed-forward's first layer),
+/// on every kernel path this CPU has: best of 5 rounds of 5 calls.
+fn encoder_gemm() -> Vec<serde_json::Value> {
+    use matchmaker::embeddings::local::gemm::{self, Epilogue, Packed, Path};
+    let (m, k, n) = (4096usize, 384usize, 1536usize);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let a: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let w: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let b = Packed::from_transposed(&w, n, k);
+    let mut c = vec![0.0f32; m * n];
+    let mut lines = Vec::new();
+    for path in gemm::paths() {
+        gemm::matmul_par(path, &a, m, &b, &mut c, Epilogue::None);
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let started = Instant::now();
+            for _ in 0..5 {
+                gemm::matmul_par(path, &a, m, &b, &mut c, Epilogue::None);
+            }
+            best = best.min(started.elapsed().as_secs_f64() / 5.0);
+        }
+        let name = match path {
+            Path::Avx512 => "avx512",
+            Path::Avx2 => "avx2",
+            Path::Portable => "portable",
+        };
+        lines.push(
+            json!({"encoder_gemm": format!("{m}x{k} @ {k}x{n} float32"), "path": name,
+                          "gflop_per_s": 2.0 * (m * k * n) as f64 / best / 1e9}),
+        );
+    }
+    lines
+}
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut dir: Option<PathBuf> = std::env::var_os("EMBEDDINGS_MODEL_DIR").map(PathBuf::from);
@@ -122,6 +157,9 @@ fn main() -> Result<()> {
         json!({"load_seconds": started.elapsed().as_secs_f64(), "model": model.model_id(),
                "rayon_threads": std::env::var("RAYON_NUM_THREADS").ok()})
     );
+    for line in encoder_gemm() {
+        println!("{line}");
+    }
     let n = |base: f64| ((base * scale) as usize).max(8);
     println!("{}", workload(&model, "short", 14, n(512.0))?);
     println!("{}", workload(&model, "typical", 85, n(128.0))?);

@@ -225,7 +225,7 @@ impl Encoder {
                 for (((x, &w), &p), &t) in row.iter_mut().zip(word).zip(pos).zip(&self.type0) {
                     *x = w + t + p;
                 }
-                math::layer_norm(row, &self.embed_norm.gamma, &self.embed_norm.beta, self.eps);
+                math::layer_norm(path, row, &self.embed_norm.gamma, &self.embed_norm.beta, self.eps);
             });
         let inter = self.layers.first().map_or(0, |l| l.up.n());
         let mut qkv = vec![0.0f32; tokens * 3 * h];
@@ -236,7 +236,7 @@ impl Encoder {
             self.attention(path, &qkv, len, &mut ctx);
             let attn = &mut big[..tokens * h];
             gemm::matmul_par(path, &ctx, tokens, &layer.out, attn, Epilogue::Bias(&layer.out_bias));
-            residual_norm(&mut x, attn, &layer.attn_norm, self.eps, h);
+            residual_norm(path, &mut x, attn, &layer.attn_norm, self.eps, h);
             let up = &mut big[..tokens * inter];
             gemm::matmul_par(path, &x, tokens, &layer.up, up, Epilogue::BiasGelu(&layer.up_bias));
             // The down projection's output goes where the context was (ctx
@@ -249,7 +249,7 @@ impl Encoder {
                 &mut ctx,
                 Epilogue::Bias(&layer.down_bias),
             );
-            residual_norm(&mut x, &ctx, &layer.ffn_norm, self.eps, h);
+            residual_norm(path, &mut x, &ctx, &layer.ffn_norm, self.eps, h);
         }
         Ok(x.chunks(len * h)
             .map(|seq| {
@@ -268,6 +268,8 @@ impl Encoder {
 
     /// Self-attention of every sequence (one rayon task each), every head
     /// in turn: `softmax(q·kᵀ / √d) · v` into the sequence's rows of `ctx`.
+    /// The scores are computed key-major (`k·qᵀ`, one column per query) so
+    /// that the product with the values reads them in place, unpacked.
     fn attention(&self, path: Path, qkv: &[f32], len: usize, ctx: &mut [f32]) {
         let h = self.hidden;
         let d = h / self.heads;
@@ -275,39 +277,34 @@ impl Encoder {
         ctx.par_chunks_mut(len * h)
             .zip(qkv.par_chunks(len * 3 * h))
             .for_each(|(ctx, qkv)| {
-                let mut keys = Packed::from_rows(&[], 0, 0, 0);
+                let mut queries = Packed::from_rows(&[], 0, 0, 0);
                 let mut values = Packed::from_rows(&[], 0, 0, 0);
                 let mut scores = vec![0.0f32; len * len];
                 for head in 0..self.heads {
                     let (q, k, v) = (head * d, h + head * d, 2 * h + head * d);
-                    keys.repack_transposed(&qkv[k..], 3 * h, len, d);
-                    let queries = Rows {
-                        data: &qkv[q..],
+                    queries.repack_transposed(&qkv[q..], 3 * h, len, d);
+                    let keys = Rows {
+                        data: &qkv[k..],
                         ld: 3 * h,
                         rows: len,
                     };
-                    gemm::matmul(path, queries, &keys, &mut scores, len, Epilogue::None);
-                    for row in scores.chunks_mut(len) {
-                        math::softmax_scaled(row, scale);
-                    }
+                    gemm::matmul(path, keys, &queries, &mut scores, len, Epilogue::None);
+                    math::softmax_columns(path, &mut scores, len, scale);
                     values.repack_rows(&qkv[v..], 3 * h, len, d);
                     let probs = Rows {
                         data: &scores,
                         ld: len,
                         rows: len,
                     };
-                    gemm::matmul(path, probs, &values, &mut ctx[q..], h, Epilogue::None);
+                    gemm::matmul_transposed(path, probs, len, &values, &mut ctx[q..], h, Epilogue::None);
                 }
             });
     }
 }
 
 /// `x = LayerNorm(x + y)`, row by row.
-fn residual_norm(x: &mut [f32], y: &[f32], norm: &Norm, eps: f32, h: usize) {
+fn residual_norm(path: Path, x: &mut [f32], y: &[f32], norm: &Norm, eps: f32, h: usize) {
     x.par_chunks_mut(h).zip(y.par_chunks(h)).for_each(|(row, add)| {
-        for (a, &b) in row.iter_mut().zip(add) {
-            *a += b;
-        }
-        math::layer_norm(row, &norm.gamma, &norm.beta, eps);
+        math::add_layer_norm(path, row, add, &norm.gamma, &norm.beta, eps);
     });
 }

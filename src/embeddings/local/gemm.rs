@@ -160,6 +160,61 @@ impl Path {
     }
 }
 
+/// Defines `$name(path, args…)`, which runs the `#[inline(always)]`
+/// function `$body(path, args…)` compiled for the path's instruction set, so that
+/// the element-wise code (packing, epilogues, softmax, layer norm) is
+/// vectorised as wide as the kernels. Plain IEEE adds, multiplies, divides
+/// and square roots give the same bits at any width, so this changes speed
+/// only.
+macro_rules! wide {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),*) = $body:path) => {
+        $(#[$m])*
+        $vis fn $name(path: $crate::embeddings::local::gemm::Path, $($a: $t),*) {
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn on_avx512(path: $crate::embeddings::local::gemm::Path, $($a: $t),*) {
+                    $body(path, $($a),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn on_avx2(path: $crate::embeddings::local::gemm::Path, $($a: $t),*) {
+                    $body(path, $($a),*)
+                }
+                use $crate::embeddings::local::gemm::Path;
+                match path {
+                    // SAFETY: the CPU has AVX-512F (checked here).
+                    Path::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => {
+                        return unsafe { on_avx512(path, $($a),*) };
+                    }
+                    // SAFETY: the CPU has AVX2 (checked here).
+                    Path::Avx2 if std::arch::is_x86_feature_detected!("avx2") => {
+                        return unsafe { on_avx2(path, $($a),*) };
+                    }
+                    _ => {}
+                }
+            }
+            $body(path, $($a),*)
+        }
+    };
+}
+pub(crate) use wide;
+
+/// Every path this CPU can run, fastest first (for benchmarks and tests).
+pub fn paths() -> Vec<Path> {
+    let mut v = Vec::new();
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            v.push(Path::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            v.push(Path::Avx2);
+        }
+    }
+    v.push(Path::Portable);
+    v
+}
+
 thread_local! {
     /// Each thread's packed block of `A`.
     static A_BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -211,32 +266,57 @@ pub fn matmul_par(path: Path, a: &[f32], m: usize, b: &Packed, c: &mut [f32], ep
         });
 }
 
-/// One block of at most [`BLOCK_ROWS`] rows: packs it in tiles of the
-/// path's height (`[k][row]` each), then runs every panel over every tile.
-fn block(path: Path, a: Rows, b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue, buf: &mut Vec<f32>) {
+wide!(
+    /// One block of at most [`BLOCK_ROWS`] rows: packs it in tiles of the
+    /// path's height (`[k][row]` each), then runs every panel over every tile.
+    fn block(a: Rows, b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue, buf: &mut Vec<f32>) = block_on);
+
+#[inline(always)]
+fn block_on(path: Path, a: Rows, b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue, buf: &mut Vec<f32>) {
     let (k, m) = (b.k, a.rows);
     let mr = path.rows();
     buf.clear();
     buf.resize(m * k, 0.0);
     for t in (0..m).step_by(mr) {
         let rows = mr.min(m - t);
-        let tile = &mut buf[t * k..(t + rows) * k];
-        for r in 0..rows {
-            let src = &a.data[(t + r) * a.ld..(t + r) * a.ld + k];
-            for (kk, &x) in src.iter().enumerate() {
-                tile[kk * rows + r] = x;
+        let src: Vec<&[f32]> = (t..t + rows).map(|i| &a.data[i * a.ld..i * a.ld + k]).collect();
+        for (kk, dst) in buf[t * k..(t + rows) * k].chunks_exact_mut(rows).enumerate() {
+            for (d, row) in dst.iter_mut().zip(&src) {
+                *d = row[kk];
             }
         }
     }
+    let tiles: Vec<(usize, Tile)> = (0..m)
+        .step_by(mr)
+        .map(|t| {
+            let rows = mr.min(m - t);
+            let data = &buf[t * k..(t + rows) * k];
+            (
+                t,
+                Tile {
+                    data,
+                    rows,
+                    stride: rows,
+                },
+            )
+        })
+        .collect();
+    run_tiles_on(path, k, &tiles, b, c, ldc, epi);
+}
+
+wide!(fn run_tiles(k: usize, tiles: &[(usize, Tile)], b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue) = run_tiles_on);
+
+/// Every panel of `b` over every tile (`(first row, tile)`), stored into
+/// `c` through the epilogue.
+#[inline(always)]
+fn run_tiles_on(path: Path, k: usize, tiles: &[(usize, Tile)], b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue) {
     let mut out = [[0.0f32; NR]; MR_MAX];
     for p in 0..b.n.div_ceil(NR) {
         let panel = b.panel(p);
         let cols = NR.min(b.n - p * NR);
-        for t in (0..m).step_by(mr) {
-            let rows = mr.min(m - t);
-            let tile = &buf[t * k..(t + rows) * k];
-            product(path, rows, k, tile, panel, &mut out);
-            for (r, acc) in out.iter().enumerate().take(rows) {
+        for &(t, tile) in tiles {
+            product(path, k, tile, panel, &mut out);
+            for (r, acc) in out.iter().enumerate().take(tile.rows) {
                 let dst = &mut c[(t + r) * ldc + p * NR..(t + r) * ldc + p * NR + cols];
                 store(dst, &acc[..cols], p * NR, epi);
             }
@@ -244,6 +324,33 @@ fn block(path: Path, a: Rows, b: &Packed, c: &mut [f32], ldc: usize, epi: Epilog
     }
 }
 
+/// `C = A · B` where `at` holds `A` transposed (`b.k()` rows of `m`
+/// floats, `at.ld` apart, `at.rows` = `b.k()`): no packing, the kernels read
+/// `A`'s tiles in place. For attention, whose probabilities are computed
+/// key-major.
+pub fn matmul_transposed(path: Path, at: Rows, m: usize, b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue) {
+    let k = b.k;
+    assert!(at.rows == k && at.ld >= m);
+    let mr = path.rows();
+    let tiles: Vec<(usize, Tile)> = (0..m)
+        .step_by(mr)
+        .map(|t| {
+            let rows = mr.min(m - t);
+            let data = &at.data[t..];
+            (
+                t,
+                Tile {
+                    data,
+                    rows,
+                    stride: at.ld,
+                },
+            )
+        })
+        .collect();
+    run_tiles(path, k, &tiles, b, c, ldc, epi);
+}
+
+#[inline(always)]
 fn store(dst: &mut [f32], acc: &[f32], col0: usize, epi: Epilogue) {
     match epi {
         Epilogue::None => dst.copy_from_slice(acc),
@@ -260,29 +367,43 @@ fn store(dst: &mut [f32], acc: &[f32], col0: usize, epi: Epilogue) {
     }
 }
 
-/// `out[r][j] = Σₖ tile[k][r] · panel[k][j]` for `rows` rows, by the path's
-/// kernel (see the module docs for the order of the arithmetic).
-fn product(path: Path, rows: usize, k: usize, tile: &[f32], panel: &[f32], out: &mut [[f32; NR]; MR_MAX]) {
-    debug_assert!(tile.len() >= rows * k && panel.len() >= k * NR && rows <= path.rows());
+/// A tile of the left operand, `k`-major: element `(kk, r)` (row `r`,
+/// column `kk` of `A`) is `data[kk * stride + r]`.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    data: &'a [f32],
+    rows: usize,
+    stride: usize,
+}
+
+/// `out[r][j] = Σₖ A[r][k] · panel[k][j]` for the tile's rows, by the
+/// path's kernel (see the module docs for the order of the arithmetic).
+fn product(path: Path, k: usize, tile: Tile, panel: &[f32], out: &mut [[f32; NR]; MR_MAX]) {
+    assert!(
+        tile.rows <= path.rows()
+            && tile.rows <= tile.stride
+            && (k == 0 || tile.data.len() >= (k - 1) * tile.stride + tile.rows)
+            && panel.len() >= k * NR
+    );
     match path {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
-        Path::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => x86::avx512(rows, k, tile, panel, out),
+        Path::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => x86::avx512(k, tile, panel, out),
         #[cfg(all(target_arch = "x86_64", not(miri)))]
         Path::Avx2 if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") => {
-            x86::avx2(rows, k, tile, panel, out)
+            x86::avx2(k, tile, panel, out)
         }
-        _ => portable(rows, k, tile, panel, out),
+        _ => portable(k, tile, panel, out),
     }
 }
 
-fn portable(rows: usize, k: usize, tile: &[f32], panel: &[f32], out: &mut [[f32; NR]; MR_MAX]) {
-    for row in out.iter_mut().take(rows) {
+fn portable(k: usize, tile: Tile, panel: &[f32], out: &mut [[f32; NR]; MR_MAX]) {
+    for row in out.iter_mut().take(tile.rows) {
         *row = [0.0; NR];
     }
     for kk in 0..k {
         let b = &panel[kk * NR..(kk + 1) * NR];
-        for (r, row) in out.iter_mut().enumerate().take(rows) {
-            let a = tile[kk * rows + r];
+        for (r, row) in out.iter_mut().enumerate().take(tile.rows) {
+            let a = tile.data[kk * tile.stride + r];
             for (acc, &bj) in row.iter_mut().zip(b) {
                 *acc = a.mul_add(bj, *acc);
             }
@@ -292,46 +413,52 @@ fn portable(rows: usize, k: usize, tile: &[f32], panel: &[f32], out: &mut [[f32;
 
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 mod x86 {
-    use super::{MR_MAX, NR};
+    use super::{Tile, MR_MAX, NR};
     use std::arch::x86_64::*;
 
     /// Dispatches a tile of `rows` (1..=12) to the AVX-512 kernel of that
     /// height (a constant, so the accumulators live in registers).
-    pub(super) fn avx512(rows: usize, k: usize, tile: &[f32], panel: &[f32], out: &mut [[f32; NR]; MR_MAX]) {
-        // SAFETY: the caller checked avx512f; `tile` holds `rows * k` floats
-        // and `panel` `k * NR` (asserted in `product`), which is all the
+    pub(super) fn avx512(k: usize, tile: Tile, panel: &[f32], out: &mut [[f32; NR]; MR_MAX]) {
+        // SAFETY: the caller checked avx512f and asserted that `tile` holds
+        // element (k - 1, rows - 1) and `panel` k * NR floats, the most the
         // kernels read.
         unsafe {
-            match rows {
-                12 => avx512_rows::<12>(k, tile, panel, out),
-                11 => avx512_rows::<11>(k, tile, panel, out),
-                10 => avx512_rows::<10>(k, tile, panel, out),
-                9 => avx512_rows::<9>(k, tile, panel, out),
-                8 => avx512_rows::<8>(k, tile, panel, out),
-                7 => avx512_rows::<7>(k, tile, panel, out),
-                6 => avx512_rows::<6>(k, tile, panel, out),
-                5 => avx512_rows::<5>(k, tile, panel, out),
-                4 => avx512_rows::<4>(k, tile, panel, out),
-                3 => avx512_rows::<3>(k, tile, panel, out),
-                2 => avx512_rows::<2>(k, tile, panel, out),
-                _ => avx512_rows::<1>(k, tile, panel, out),
+            match tile.rows {
+                12 => avx512_rows::<12>(k, tile.data, tile.stride, panel, out),
+                11 => avx512_rows::<11>(k, tile.data, tile.stride, panel, out),
+                10 => avx512_rows::<10>(k, tile.data, tile.stride, panel, out),
+                9 => avx512_rows::<9>(k, tile.data, tile.stride, panel, out),
+                8 => avx512_rows::<8>(k, tile.data, tile.stride, panel, out),
+                7 => avx512_rows::<7>(k, tile.data, tile.stride, panel, out),
+                6 => avx512_rows::<6>(k, tile.data, tile.stride, panel, out),
+                5 => avx512_rows::<5>(k, tile.data, tile.stride, panel, out),
+                4 => avx512_rows::<4>(k, tile.data, tile.stride, panel, out),
+                3 => avx512_rows::<3>(k, tile.data, tile.stride, panel, out),
+                2 => avx512_rows::<2>(k, tile.data, tile.stride, panel, out),
+                _ => avx512_rows::<1>(k, tile.data, tile.stride, panel, out),
             }
         }
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512_rows<const R: usize>(k: usize, tile: &[f32], panel: &[f32], out: &mut [[f32; NR]; MR_MAX]) {
+    unsafe fn avx512_rows<const R: usize>(
+        k: usize,
+        tile: &[f32],
+        stride: usize,
+        panel: &[f32],
+        out: &mut [[f32; NR]; MR_MAX],
+    ) {
         let mut lo = [_mm512_setzero_ps(); R];
         let mut hi = [_mm512_setzero_ps(); R];
         let (a, b) = (tile.as_ptr(), panel.as_ptr());
         for kk in 0..k {
             // SAFETY: kk < k, so kk * NR + 32 ≤ panel.len() and
-            // kk * R + r < tile.len() (the caller's bounds).
+            // kk * stride + r < tile.len() for r < R (the caller's bounds).
             unsafe {
                 let b0 = _mm512_loadu_ps(b.add(kk * NR));
                 let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
                 for r in 0..R {
-                    let x = _mm512_set1_ps(*a.add(kk * R + r));
+                    let x = _mm512_set1_ps(*a.add(kk * stride + r));
                     lo[r] = _mm512_fmadd_ps(x, b0, lo[r]);
                     hi[r] = _mm512_fmadd_ps(x, b1, hi[r]);
                 }
@@ -347,23 +474,29 @@ mod x86 {
     }
 
     /// Dispatches a tile of `rows` (1..=6) to the AVX2 kernel of that height.
-    pub(super) fn avx2(rows: usize, k: usize, tile: &[f32], panel: &[f32], out: &mut [[f32; NR]; MR_MAX]) {
+    pub(super) fn avx2(k: usize, tile: Tile, panel: &[f32], out: &mut [[f32; NR]; MR_MAX]) {
         // SAFETY: the caller checked avx2 and fma; bounds as in `avx512`.
         unsafe {
-            match rows {
-                6 => avx2_rows::<6>(k, tile, panel, out),
-                5 => avx2_rows::<5>(k, tile, panel, out),
-                4 => avx2_rows::<4>(k, tile, panel, out),
-                3 => avx2_rows::<3>(k, tile, panel, out),
-                2 => avx2_rows::<2>(k, tile, panel, out),
-                _ => avx2_rows::<1>(k, tile, panel, out),
+            match tile.rows {
+                6 => avx2_rows::<6>(k, tile.data, tile.stride, panel, out),
+                5 => avx2_rows::<5>(k, tile.data, tile.stride, panel, out),
+                4 => avx2_rows::<4>(k, tile.data, tile.stride, panel, out),
+                3 => avx2_rows::<3>(k, tile.data, tile.stride, panel, out),
+                2 => avx2_rows::<2>(k, tile.data, tile.stride, panel, out),
+                _ => avx2_rows::<1>(k, tile.data, tile.stride, panel, out),
             }
         }
     }
 
     /// A panel as two halves of 16 columns (12 accumulators each pass).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2_rows<const R: usize>(k: usize, tile: &[f32], panel: &[f32], out: &mut [[f32; NR]; MR_MAX]) {
+    unsafe fn avx2_rows<const R: usize>(
+        k: usize,
+        tile: &[f32],
+        stride: usize,
+        panel: &[f32],
+        out: &mut [[f32; NR]; MR_MAX],
+    ) {
         let (a, b) = (tile.as_ptr(), panel.as_ptr());
         for half in [0usize, 16] {
             let mut lo = [_mm256_setzero_ps(); R];
@@ -374,7 +507,7 @@ mod x86 {
                     let b0 = _mm256_loadu_ps(b.add(kk * NR + half));
                     let b1 = _mm256_loadu_ps(b.add(kk * NR + half + 8));
                     for r in 0..R {
-                        let x = _mm256_set1_ps(*a.add(kk * R + r));
+                        let x = _mm256_set1_ps(*a.add(kk * stride + r));
                         lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
                         hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
                     }
@@ -395,20 +528,6 @@ mod x86 {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
-
-    fn paths() -> Vec<Path> {
-        let mut v = vec![Path::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                v.push(Path::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                v.push(Path::Avx512);
-            }
-        }
-        v
-    }
 
     /// The product in f64 and, for bit comparisons, each element by the
     /// module's definition (zero, then one fused multiply-add per k).

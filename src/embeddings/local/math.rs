@@ -3,6 +3,27 @@
 //! of plain adds and multiplies (Rust never contracts them into fused ones),
 //! no calls into the C library, sums in fixed lanes.
 
+use super::gemm::{wide, Path};
+
+wide!(
+    /// Layer normalisation of one row in place (see `layer_norm_on`).
+    pub fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) = layer_norm_on);
+wide!(
+    /// Softmax down each column of a row-major matrix (see `softmax_columns_on`).
+    pub fn softmax_columns(m: &mut [f32], cols: usize, scale: f32) = softmax_columns_on);
+wide!(
+    /// `row += add`, then layer normalisation (the residual connections).
+    pub fn add_layer_norm(row: &mut [f32], add: &[f32], gamma: &[f32], beta: &[f32], eps: f32) = add_layer_norm_on);
+
+/// `row += add`, then [`layer_norm`] (the residual connections).
+#[inline(always)]
+fn add_layer_norm_on(path: Path, row: &mut [f32], add: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    for (a, &b) in row.iter_mut().zip(add) {
+        *a += b;
+    }
+    layer_norm_on(path, row, gamma, beta, eps);
+}
+
 /// Lanes of the fixed-order sums (a multiple of every SIMD width in use).
 const LANES: usize = 16;
 
@@ -10,6 +31,7 @@ const LANES: usize = 16;
 /// numerator of degree 13 over an even denominator of degree 8) on
 /// [-4, 4], where erf reaches ±1 in `f32`. Absolute error below 5e-7 (the
 /// tests check it against `f64` values).
+#[inline(always)]
 pub fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
@@ -28,6 +50,7 @@ pub fn erf(x: f32) -> f32 {
 }
 
 /// GELU in its exact (erf) form, as BERT's `"gelu"` activation.
+#[inline(always)]
 pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
@@ -36,9 +59,13 @@ pub fn gelu(x: f32) -> f32 {
 /// parts and a polynomial of degree 6), within 2 ulp of the true value on
 /// [-87, 88]; below that it gives about 1e-38 rather than 0, which softmax
 /// cannot tell apart.
+#[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    // Round to nearest (even) by adding and removing 1.5 · 2²³: the FPU's
+    // own rounding, with no call into the C library's rintf.
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = r * 1.987_569_1e-4 + 1.398_199_9e-3;
     p = r * p + 8.333_452e-3;
@@ -52,6 +79,7 @@ pub fn exp(x: f32) -> f32 {
 
 /// The sum of `v` in a fixed order: [`LANES`] running sums, then those
 /// added left to right.
+#[inline(always)]
 pub fn sum(v: &[f32]) -> f32 {
     let mut lanes = [0.0f32; LANES];
     let mut chunks = v.chunks_exact(LANES);
@@ -68,7 +96,8 @@ pub fn sum(v: &[f32]) -> f32 {
 
 /// Layer normalisation of one row in place: `(x − mean) / sqrt(var + eps)
 /// · gamma + beta`, with the biased variance as BERT uses.
-pub fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+#[inline(always)]
+fn layer_norm_on(_: Path, row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f32;
     let mean = sum(row) / n;
     let mut lanes = [0.0f32; LANES];
@@ -88,15 +117,31 @@ pub fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     }
 }
 
-/// Softmax of `row * scale` in place.
-pub fn softmax_scaled(row: &mut [f32], scale: f32) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    for x in row.iter_mut() {
-        *x = exp((*x - max) * scale);
+/// Softmax of `m * scale` down each of its `cols` columns (`m` is row
+/// major), in place: maxima, exponentials and sums run row by row, so they
+/// vectorise across columns and each column's sum is in row order.
+#[inline(always)]
+fn softmax_columns_on(_: Path, m: &mut [f32], cols: usize, scale: f32) {
+    let mut max = vec![f32::NEG_INFINITY; cols];
+    for row in m.chunks_exact(cols) {
+        for (mx, &x) in max.iter_mut().zip(row) {
+            *mx = mx.max(x);
+        }
     }
-    let inv = 1.0 / sum(row);
-    for x in row.iter_mut() {
-        *x *= inv;
+    let mut total = vec![0.0f32; cols];
+    for row in m.chunks_exact_mut(cols) {
+        for ((x, &mx), t) in row.iter_mut().zip(&max).zip(total.iter_mut()) {
+            *x = exp((*x - mx) * scale);
+            *t += *x;
+        }
+    }
+    for t in total.iter_mut() {
+        *t = 1.0 / *t;
+    }
+    for row in m.chunks_exact_mut(cols) {
+        for (x, &inv) in row.iter_mut().zip(&total) {
+            *x *= inv;
+        }
     }
 }
 
@@ -156,17 +201,20 @@ mod tests {
         let var = wide.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / 37.0;
         let gamma = vec![2.0f32; 37];
         let beta = vec![0.5f32; 37];
-        layer_norm(&mut row, &gamma, &beta, 1e-12);
+        layer_norm(Path::Portable, &mut row, &gamma, &beta, 1e-12);
         for (x, w) in row.iter().zip(&wide) {
             let want = (w - mean) / var.sqrt() * 2.0 + 0.5;
             assert!((f64::from(*x) - want).abs() < 1e-5, "{x} {want}");
         }
-        let mut s: Vec<f32> = (0..50).map(|i| i as f32 * 0.3 - 4.0).collect();
+        // 50 rows × 3 columns: each column is a softmax of its own.
+        let mut s: Vec<f32> = (0..150).map(|i| (i / 3) as f32 * 0.3 - 4.0 + (i % 3) as f32).collect();
         let wide: Vec<f64> = s.iter().map(|&x| (f64::from(x) * 0.5).exp()).collect();
-        let total: f64 = wide.iter().sum();
-        softmax_scaled(&mut s, 0.5);
-        for (x, w) in s.iter().zip(&wide) {
-            assert!((f64::from(*x) - w / total).abs() < 1e-7);
+        softmax_columns(Path::current(), &mut s, 3, 0.5);
+        for col in 0..3 {
+            let total: f64 = wide.iter().skip(col).step_by(3).sum();
+            for (x, w) in s.iter().zip(&wide).skip(col).step_by(3) {
+                assert!((f64::from(*x) - w / total).abs() < 1e-7);
+            }
         }
     }
 }
