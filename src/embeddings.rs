@@ -463,7 +463,7 @@ impl Embedder {
         Ok(collect(slot, results))
     }
 
-    /// Step 3 for the local model: the misses in chunks of one token length
+    /// Step 3 for the local model: the misses in chunks of similar length
     /// ([`local::plan_chunks`]), each on a blocking thread, each cached at
     /// once. Before a chunk starts, the time it needs (the last chunk's time
     /// per token, times its tokens) must fit before the deadline; otherwise
@@ -522,7 +522,7 @@ impl Embedder {
                     std::thread::sleep(m.chunk_delay());
                 }
                 let seqs: Vec<&local::Tokens> = c.iter().map(|&j| &t[j]).collect();
-                m.embed_same_length(&seqs)
+                m.embed_tokens(&seqs)
             })
             .await;
             let elapsed = started.elapsed().saturating_sub(model.chunk_delay());

@@ -199,6 +199,22 @@ fn main() -> Result<()> {
                "seconds": s, "texts_per_s": event as f64 / s,
                "gflop_per_s": tokens.iter().map(|t| model.flops(t.len())).sum::<f64>() / s / 1e9})
     );
+    // The same profiles in the worker's batches (20 by default): each batch
+    // is cut by token length on its own, so chunks are small.
+    let batch = 20;
+    let sample = &refs[..refs.len().min(2_000)];
+    let started = Instant::now();
+    for b in sample.chunks(batch) {
+        model.embed(b)?;
+    }
+    let s = started.elapsed().as_secs_f64();
+    let tokens = model.tokenize(sample)?;
+    println!(
+        "{}",
+        json!({"workload": "worker_batches", "batch": batch, "profiles": sample.len(), "seconds": s,
+               "texts_per_s": sample.len() as f64 / s,
+               "gflop_per_s": tokens.iter().map(|t| model.flops(t.len())).sum::<f64>() / s / 1e9})
+    );
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         if let Some(l) = status.lines().find(|l| l.starts_with("VmHWM")) {
             println!("{}", json!({"peak_rss": l.trim_start_matches("VmHWM:").trim()}));

@@ -15,12 +15,15 @@
 //! # Determinism
 //!
 //! A text's vector must not depend on which other texts share its batch
-//! (scores must be symmetric and reproducible). Texts are therefore grouped
-//! by their exact token count, so no sequence is ever padded and the
-//! attention of one sequence never sees a mask; each sequence's arithmetic
-//! is then the same whatever the group's size. The tests check that a text
-//! embedded alone and inside a batch gives the same bits, and compare every
-//! vector with an independent NumPy forward pass.
+//! (scores must be symmetric and reproducible). No sequence is ever padded:
+//! the encoder's products work token by token on the rows of all the
+//! sequences of a chunk at once, each element of them by the same fixed
+//! sequence of fused multiply-adds ([`gemm`]), and attention runs sequence
+//! by sequence, so it never needs a mask. A sequence's arithmetic is then the
+//! same whatever else is in its chunk, whatever the thread count and kernel
+//! path. The tests check that a text embedded alone and inside batches gives
+//! the same bits, and compare every vector with an independent NumPy forward
+//! pass.
 //!
 //! # Identity
 //!
@@ -224,30 +227,23 @@ impl LocalModel {
         per_layer * self.layers as f64
     }
 
-    /// Embeds sequences that all have the same length (one encoder call, no
-    /// padding): one unit vector each.
-    pub fn embed_same_length(&self, seqs: &[&Tokens]) -> Result<Vec<Vec<f32>>> {
-        let Some(first) = seqs.first() else {
-            return Ok(Vec::new());
-        };
-        let len = first.len();
-        if len == 0 || seqs.iter().any(|s| s.len() != len) {
-            bail!("embed_same_length needs non-empty sequences of one length");
-        }
-        let flat: Vec<u32> = seqs.iter().flat_map(|s| s.ids.iter().copied()).collect();
-        let rows = self.model.mean_pooled(&flat, len)?;
+    /// Embeds token sequences of any lengths in one encoder call (no
+    /// padding): one unit vector each, each independent of the others.
+    pub fn embed_tokens(&self, seqs: &[&Tokens]) -> Result<Vec<Vec<f32>>> {
+        let ids: Vec<&[u32]> = seqs.iter().map(|s| s.ids.as_slice()).collect();
+        let rows = self.model.mean_pooled(&ids)?;
         Ok(rows.into_iter().map(normalise).collect())
     }
 
-    /// Embeds any texts, grouped by token count (see the module docs); one
-    /// vector per text, in order. Used by tests and the benchmark; the
+    /// Embeds any texts, in chunks ([`plan_chunks`]); one vector per text,
+    /// in order. Used by tests and the benchmark; the
     /// embedder cuts its work into chunks itself ([`plan_chunks`]).
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         let tokens = self.tokenize(texts)?;
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for chunk in plan_chunks(&tokens) {
             let seqs: Vec<&Tokens> = chunk.iter().map(|&i| &tokens[i]).collect();
-            for (&i, v) in chunk.iter().zip(self.embed_same_length(&seqs)?) {
+            for (&i, v) in chunk.iter().zip(self.embed_tokens(&seqs)?) {
                 out[i] = v;
             }
         }
@@ -255,22 +251,24 @@ impl LocalModel {
     }
 }
 
-/// Cuts texts into chunks of one token length each, of at most
-/// [`CHUNK_TEXTS`] texts and [`CHUNK_TOKENS`] tokens (at least one text),
-/// shortest first. Returns indices into `tokens`.
+/// Cuts texts into chunks of at most [`CHUNK_TEXTS`] texts and
+/// [`CHUNK_TOKENS`] tokens (at least one text), shortest first, so that a
+/// chunk's sequences have similar lengths. Returns indices into `tokens`.
 pub fn plan_chunks(tokens: &[Tokens]) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..tokens.len()).collect();
     order.sort_by_key(|&i| (tokens[i].len(), i));
-    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut chunks: Vec<(Vec<usize>, usize)> = Vec::new();
     for i in order {
         let len = tokens[i].len();
-        let cap = (CHUNK_TOKENS / len.max(1)).clamp(1, CHUNK_TEXTS);
         match chunks.last_mut() {
-            Some(c) if tokens[c[0]].len() == len && c.len() < cap => c.push(i),
-            _ => chunks.push(vec![i]),
+            Some((c, sum)) if c.len() < CHUNK_TEXTS && *sum + len <= CHUNK_TOKENS => {
+                c.push(i);
+                *sum += len;
+            }
+            _ => chunks.push((vec![i], len)),
         }
     }
-    chunks
+    chunks.into_iter().map(|(c, _)| c).collect()
 }
 
 /// Scales to unit length (sum of squares in f64, for the same result on
@@ -307,21 +305,25 @@ mod tests {
     }
 
     #[test]
-    fn chunks_hold_one_length_and_respect_the_caps() {
-        let mut lens = vec![3, 5, 3, 3, 200, 5];
+    fn chunks_are_shortest_first_and_respect_the_caps() {
+        let mut lens = vec![3, 5, 3, 3, 200, 5, 5000];
         lens.extend(std::iter::repeat_n(10, 100));
+        lens.extend(std::iter::repeat_n(300, 20));
         let t = toks(&lens);
         let chunks = plan_chunks(&t);
-        let mut seen: Vec<usize> = chunks.iter().flatten().copied().collect();
+        let flat: Vec<usize> = chunks.iter().flatten().copied().collect();
+        let mut seen = flat.clone();
         seen.sort_unstable();
         assert_eq!(seen, (0..t.len()).collect::<Vec<_>>());
+        assert!(flat.windows(2).all(|w| t[w[0]].len() <= t[w[1]].len()));
         for c in &chunks {
-            let len = t[c[0]].len();
-            assert!(c.iter().all(|&i| t[i].len() == len));
-            assert!(c.len() <= CHUNK_TEXTS && (c.len() == 1 || c.len() * len <= CHUNK_TOKENS));
+            let tokens: usize = c.iter().map(|&i| t[i].len()).sum();
+            assert!(c.len() <= CHUNK_TEXTS && (c.len() == 1 || tokens <= CHUNK_TOKENS));
         }
-        assert_eq!(chunks[0], vec![0, 2, 3]);
-        assert_eq!(chunks.iter().filter(|c| t[c[0]].len() == 10).count(), 2);
+        assert_eq!(chunks[0][..6], [0, 2, 3, 1, 5, 7]);
+        assert_eq!(chunks[0].len(), CHUNK_TEXTS);
+        // The text longer than the cap is a chunk of its own.
+        assert_eq!(chunks.last(), Some(&vec![6]));
     }
 
     #[test]

@@ -119,6 +119,15 @@ fn a_text_gets_the_same_bits_alone_and_inside_any_batch() {
             "text {i} {t:?} alone differs"
         );
     }
+    // All 50, of many lengths, side by side in one encoder call (no padding).
+    let tokens = model.tokenize(&texts).expect("tokenize");
+    let mut lens: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+    lens.sort_unstable();
+    lens.dedup();
+    assert!(lens.len() > 10, "the texts have {} lengths", lens.len());
+    let seqs: Vec<_> = tokens.iter().collect();
+    let one_call = model.embed_tokens(&seqs).expect("one call");
+    assert_eq!(bits(&one_call), bits(&together));
     // With copies of one length in one encoder call, too.
     let same = vec![texts[30]; 9];
     let many = model.embed(&same).expect("embed copies");
@@ -263,10 +272,13 @@ async fn a_cosine_event_without_application_embeddings_is_matched_exactly(pool: 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_slow_model_stops_at_the_deadline_and_keeps_what_it_computed(pool: PgPool) {
     let embedder = Embedder::local(load_model().with_chunk_delay(Duration::from_millis(1000)));
-    // 20 texts of 20 different lengths: 20 chunks of 1 s or more.
-    let profiles: Vec<ProfileText> = (0..20)
+    // 160 distinct texts truncated to the model's 256 tokens: 10 chunks of
+    // 16 (the 4,096-token cap), each 1 s or more.
+    let n = 160;
+    let per_chunk = matchmaker::embeddings::local::CHUNK_TOKENS / 256;
+    let profiles: Vec<ProfileText> = (0..n)
         .map(|i| ProfileText {
-            bio: Some(format!("bio {}", "energy storage ".repeat(i + 1))),
+            bio: Some(format!("bio {i} {}", "energy storage ".repeat(300))),
             ..ProfileText::default()
         })
         .collect();
@@ -276,7 +288,7 @@ async fn a_slow_model_stops_at_the_deadline_and_keeps_what_it_computed(pool: PgP
         .await
         .expect("embed");
     let took = started.elapsed();
-    // All 20 chunks take at least 20 s. A chunk starts only when the last
+    // All 10 chunks take at least 10 s. A chunk starts only when the last
     // one's time per token says it ends by the deadline (5 s), so the call
     // ends near it; under load an estimate can be off by a chunk or two,
     // which is slack here, not a failure (no timing test on a shared machine).
@@ -289,7 +301,10 @@ async fn a_slow_model_stops_at_the_deadline_and_keeps_what_it_computed(pool: PgP
         .iter()
         .filter(|r| matches!(r, Err(EmbedError::DeadlineExceeded)))
         .count();
-    assert!(ok >= 1 && late >= 6 && ok + late == 20, "ok {ok}, late {late}");
+    assert!(
+        ok >= per_chunk && ok % per_chunk == 0 && late >= 4 * per_chunk && ok + late == n,
+        "ok {ok}, late {late}"
+    );
     assert!(got
         .iter()
         .all(|r| r.as_ref().err().is_none_or(EmbedError::is_transient)));
@@ -299,7 +314,7 @@ async fn a_slow_model_stops_at_the_deadline_and_keeps_what_it_computed(pool: PgP
     assert!(got.iter().all(Result::is_ok));
     let s = embedder.stats();
     assert_eq!(s.cache_hits, ok as u64);
-    assert_eq!(s.vectors_cached, 20);
+    assert_eq!(s.vectors_cached, n as u64);
 }
 
 /// `matchmaker run` processes embedding with the local model, two of them

@@ -1,5 +1,7 @@
-//! A BERT encoder's forward pass on the CPU, for sequences of one length
-//! (no padding, so no attention mask): embeddings and layer norm, then per
+//! A BERT encoder's forward pass on the CPU, for sequences of any lengths
+//! side by side (no padding, so no attention mask: the products work token
+//! by token on all of them at once, attention sequence by sequence):
+//! embeddings and layer norm, then per
 //! layer a fused query/key/value projection, attention per sequence and
 //! head, the output projection, residual and layer norm, the feed-forward
 //! with GELU, residual and layer norm.
@@ -197,43 +199,48 @@ impl Encoder {
         })
     }
 
-    /// The mean of the last hidden states of each of the `ids.len() / len`
-    /// sequences of `len` tokens in `ids` (not normalised).
-    pub fn mean_pooled(&self, ids: &[u32], len: usize) -> Result<Vec<Vec<f32>>> {
+    /// The mean of the last hidden states of each sequence (not
+    /// normalised). A sequence's result does not depend on the others.
+    pub fn mean_pooled(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let h = self.hidden;
-        if len == 0 || !ids.len().is_multiple_of(len) {
-            bail!("the tokens are not whole sequences of {len}");
+        for seq in seqs {
+            if seq.is_empty() {
+                bail!("an empty token sequence");
+            }
+            if seq.len() > self.max_positions {
+                bail!(
+                    "a sequence of {} tokens exceeds max_position_embeddings {}",
+                    seq.len(),
+                    self.max_positions
+                );
+            }
+            if let Some(&bad) = seq.iter().find(|&&id| id as usize >= self.vocab) {
+                bail!("token id {bad} is outside the vocabulary of {}", self.vocab);
+            }
         }
-        if len > self.max_positions {
-            bail!(
-                "a sequence of {len} tokens exceeds max_position_embeddings {}",
-                self.max_positions
-            );
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab) {
-            bail!("token id {bad} is outside the vocabulary of {}", self.vocab);
-        }
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let ids: Vec<(u32, usize)> = seqs
+            .iter()
+            .flat_map(|s| s.iter().enumerate().map(|(pos, &id)| (id, pos)))
+            .collect();
         let path = Path::current();
         let tokens = ids.len();
         let mut x = vec![0.0f32; tokens * h];
-        x.par_chunks_mut(h)
-            .zip(ids.par_iter())
-            .enumerate()
-            .for_each(|(i, (row, &id))| {
-                let word = &self.words[id as usize * h..(id as usize + 1) * h];
-                let pos = &self.positions[(i % len) * h..(i % len + 1) * h];
-                for (((x, &w), &p), &t) in row.iter_mut().zip(word).zip(pos).zip(&self.type0) {
-                    *x = w + t + p;
-                }
-                math::layer_norm(path, row, &self.embed_norm.gamma, &self.embed_norm.beta, self.eps);
-            });
+        x.par_chunks_mut(h).zip(ids.par_iter()).for_each(|(row, &(id, at))| {
+            let word = &self.words[id as usize * h..(id as usize + 1) * h];
+            let pos = &self.positions[at * h..(at + 1) * h];
+            for (((x, &w), &p), &t) in row.iter_mut().zip(word).zip(pos).zip(&self.type0) {
+                *x = w + t + p;
+            }
+            math::layer_norm(path, row, &self.embed_norm.gamma, &self.embed_norm.beta, self.eps);
+        });
         let inter = self.layers.first().map_or(0, |l| l.up.n());
         let mut qkv = vec![0.0f32; tokens * 3 * h];
         let mut ctx = vec![0.0f32; tokens * h];
         let mut big = vec![0.0f32; tokens * inter.max(h)];
         for layer in &self.layers {
             gemm::matmul_par(path, &x, tokens, &layer.qkv, &mut qkv, Epilogue::Bias(&layer.qkv_bias));
-            self.attention(path, &qkv, len, &mut ctx);
+            self.attention(path, &qkv, &lens, &mut ctx);
             let attn = &mut big[..tokens * h];
             gemm::matmul_par(path, &ctx, tokens, &layer.out, attn, Epilogue::Bias(&layer.out_bias));
             residual_norm(path, &mut x, attn, &layer.attn_norm, self.eps, h);
@@ -251,54 +258,64 @@ impl Encoder {
             );
             residual_norm(path, &mut x, &ctx, &layer.ffn_norm, self.eps, h);
         }
-        Ok(x.chunks(len * h)
-            .map(|seq| {
-                let mut mean = vec![0.0f32; h];
-                for row in seq.chunks(h) {
-                    for (m, &v) in mean.iter_mut().zip(row) {
-                        *m += v;
-                    }
+        let mut rest = &x[..];
+        let mut out = Vec::with_capacity(lens.len());
+        for &len in &lens {
+            let (seq, tail) = rest.split_at(len * h);
+            rest = tail;
+            let mut mean = vec![0.0f32; h];
+            for row in seq.chunks(h) {
+                for (m, &v) in mean.iter_mut().zip(row) {
+                    *m += v;
                 }
-                let n = len as f32;
-                mean.iter_mut().for_each(|m| *m /= n);
-                mean
-            })
-            .collect())
+            }
+            let n = len as f32;
+            mean.iter_mut().for_each(|m| *m /= n);
+            out.push(mean);
+        }
+        Ok(out)
     }
 
     /// Self-attention of every sequence (one rayon task each), every head
     /// in turn: `softmax(q·kᵀ / √d) · v` into the sequence's rows of `ctx`.
     /// The scores are computed key-major (`k·qᵀ`, one column per query) so
     /// that the product with the values reads them in place, unpacked.
-    fn attention(&self, path: Path, qkv: &[f32], len: usize, ctx: &mut [f32]) {
+    fn attention(&self, path: Path, qkv: &[f32], lens: &[usize], ctx: &mut [f32]) {
         let h = self.hidden;
         let d = h / self.heads;
         let scale = 1.0 / (d as f32).sqrt();
-        ctx.par_chunks_mut(len * h)
-            .zip(qkv.par_chunks(len * 3 * h))
-            .for_each(|(ctx, qkv)| {
-                let mut queries = Packed::from_rows(&[], 0, 0, 0);
-                let mut values = Packed::from_rows(&[], 0, 0, 0);
-                let mut scores = vec![0.0f32; len * len];
-                for head in 0..self.heads {
-                    let (q, k, v) = (head * d, h + head * d, 2 * h + head * d);
-                    queries.repack_transposed(&qkv[q..], 3 * h, len, d);
-                    let keys = Rows {
-                        data: &qkv[k..],
-                        ld: 3 * h,
-                        rows: len,
-                    };
-                    gemm::matmul(path, keys, &queries, &mut scores, len, Epilogue::None);
-                    math::softmax_columns(path, &mut scores, len, scale);
-                    values.repack_rows(&qkv[v..], 3 * h, len, d);
-                    let probs = Rows {
-                        data: &scores,
-                        ld: len,
-                        rows: len,
-                    };
-                    gemm::matmul_transposed(path, probs, len, &values, &mut ctx[q..], h, Epilogue::None);
-                }
-            });
+        // Each sequence's rows of ctx and qkv.
+        let mut parts: Vec<(&mut [f32], &[f32], usize)> = Vec::with_capacity(lens.len());
+        let (mut ctx_rest, mut qkv_rest) = (ctx, qkv);
+        for &len in lens {
+            let (c, ct) = std::mem::take(&mut ctx_rest).split_at_mut(len * h);
+            let (q, qt) = qkv_rest.split_at(len * 3 * h);
+            parts.push((c, q, len));
+            (ctx_rest, qkv_rest) = (ct, qt);
+        }
+        parts.into_par_iter().for_each(|(ctx, qkv, len)| {
+            let mut queries = Packed::from_rows(&[], 0, 0, 0);
+            let mut values = Packed::from_rows(&[], 0, 0, 0);
+            let mut scores = vec![0.0f32; len * len];
+            for head in 0..self.heads {
+                let (q, k, v) = (head * d, h + head * d, 2 * h + head * d);
+                queries.repack_transposed(&qkv[q..], 3 * h, len, d);
+                let keys = Rows {
+                    data: &qkv[k..],
+                    ld: 3 * h,
+                    rows: len,
+                };
+                gemm::matmul(path, keys, &queries, &mut scores, len, Epilogue::None);
+                math::softmax_columns(path, &mut scores, len, scale);
+                values.repack_rows(&qkv[v..], 3 * h, len, d);
+                let probs = Rows {
+                    data: &scores,
+                    ld: len,
+                    rows: len,
+                };
+                gemm::matmul_transposed(path, probs, len, &values, &mut ctx[q..], h, Epilogue::None);
+            }
+        });
     }
 }
 

@@ -235,6 +235,23 @@ pub struct Rows<'a> {
 /// `C = A · B` (then the epilogue) into `C`, whose rows start `ldc` floats
 /// apart, on this thread.
 pub fn matmul(path: Path, a: Rows, b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue) {
+    let all = Panels {
+        b,
+        range: 0..b.n.div_ceil(NR),
+    };
+    matmul_panels(path, a, all, c, ldc, epi);
+}
+
+/// Some of a packed operand's panels: the columns `NR·range.start ..
+/// NR·range.end` (clipped to `n`) of the product are computed, the others
+/// left as they are.
+#[derive(Debug, Clone)]
+struct Panels<'a> {
+    b: &'a Packed,
+    range: std::ops::Range<usize>,
+}
+
+fn matmul_panels(path: Path, a: Rows, b: Panels, c: &mut [f32], ldc: usize, epi: Epilogue) {
     A_BLOCK.with(|buf| {
         let mut buf = buf.borrow_mut();
         for start in (0..a.rows).step_by(BLOCK_ROWS) {
@@ -243,16 +260,51 @@ pub fn matmul(path: Path, a: Rows, b: &Packed, c: &mut [f32], ldc: usize, epi: E
                 ld: a.ld,
                 rows: BLOCK_ROWS.min(a.rows - start),
             };
-            block(path, block_a, b, &mut c[start * ldc..], ldc, epi, &mut buf);
+            block(path, block_a, b.clone(), &mut c[start * ldc..], ldc, epi, &mut buf);
         }
     });
 }
 
 /// [`matmul`] with contiguous `A` (`m` rows of `b.k()`) and `C` (`b.n()`
-/// wide), its blocks of rows shared among rayon's threads.
+/// wide), its blocks of rows shared among rayon's threads; with fewer blocks
+/// than threads (a chunk of a few short texts), its panels instead.
 pub fn matmul_par(path: Path, a: &[f32], m: usize, b: &Packed, c: &mut [f32], epi: Epilogue) {
     let (k, n) = (b.k, b.n);
     debug_assert!(a.len() >= m * k && c.len() >= m * n);
+    let threads = rayon::current_num_threads();
+    let panels = n.div_ceil(NR);
+    if m.div_ceil(BLOCK_ROWS) < threads && panels >= 2 && m > 0 {
+        let per = panels.div_ceil(threads.min(panels));
+        let rows = Rows {
+            data: a,
+            ld: k,
+            rows: m,
+        };
+        // Each task fills its columns of its own copy of C (at most
+        // 96 · threads rows), then the columns are gathered.
+        let parts: Vec<(std::ops::Range<usize>, Vec<f32>)> = (0..panels)
+            .step_by(per)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|p0| {
+                let range = p0..(p0 + per).min(panels);
+                let mut part = vec![0.0f32; m * n];
+                let these = Panels {
+                    b,
+                    range: range.clone(),
+                };
+                matmul_panels(path, rows, these, &mut part, n, epi);
+                (range, part)
+            })
+            .collect();
+        for (range, part) in parts {
+            let cols = range.start * NR..(range.end * NR).min(n);
+            for (dst, src) in c[..m * n].chunks_mut(n).zip(part.chunks(n)) {
+                dst[cols.clone()].copy_from_slice(&src[cols.clone()]);
+            }
+        }
+        return;
+    }
     c[..m * n]
         .par_chunks_mut(BLOCK_ROWS * n)
         .zip(a[..m * k].par_chunks(BLOCK_ROWS * k))
@@ -269,11 +321,11 @@ pub fn matmul_par(path: Path, a: &[f32], m: usize, b: &Packed, c: &mut [f32], ep
 wide!(
     /// One block of at most [`BLOCK_ROWS`] rows: packs it in tiles of the
     /// path's height (`[k][row]` each), then runs every panel over every tile.
-    fn block(a: Rows, b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue, buf: &mut Vec<f32>) = block_on);
+    fn block(a: Rows, b: Panels, c: &mut [f32], ldc: usize, epi: Epilogue, buf: &mut Vec<f32>) = block_on);
 
 #[inline(always)]
-fn block_on(path: Path, a: Rows, b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue, buf: &mut Vec<f32>) {
-    let (k, m) = (b.k, a.rows);
+fn block_on(path: Path, a: Rows, b: Panels, c: &mut [f32], ldc: usize, epi: Epilogue, buf: &mut Vec<f32>) {
+    let (k, m) = (b.b.k, a.rows);
     let mr = path.rows();
     buf.clear();
     buf.resize(m * k, 0.0);
@@ -304,14 +356,15 @@ fn block_on(path: Path, a: Rows, b: &Packed, c: &mut [f32], ldc: usize, epi: Epi
     run_tiles_on(path, k, &tiles, b, c, ldc, epi);
 }
 
-wide!(fn run_tiles(k: usize, tiles: &[(usize, Tile)], b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue) = run_tiles_on);
+wide!(fn run_tiles(k: usize, tiles: &[(usize, Tile)], b: Panels, c: &mut [f32], ldc: usize, epi: Epilogue) = run_tiles_on);
 
 /// Every panel of `b` over every tile (`(first row, tile)`), stored into
 /// `c` through the epilogue.
 #[inline(always)]
-fn run_tiles_on(path: Path, k: usize, tiles: &[(usize, Tile)], b: &Packed, c: &mut [f32], ldc: usize, epi: Epilogue) {
+fn run_tiles_on(path: Path, k: usize, tiles: &[(usize, Tile)], b: Panels, c: &mut [f32], ldc: usize, epi: Epilogue) {
     let mut out = [[0.0f32; NR]; MR_MAX];
-    for p in 0..b.n.div_ceil(NR) {
+    let Panels { b, range } = b;
+    for p in range {
         let panel = b.panel(p);
         let cols = NR.min(b.n - p * NR);
         for &(t, tile) in tiles {
@@ -347,7 +400,11 @@ pub fn matmul_transposed(path: Path, at: Rows, m: usize, b: &Packed, c: &mut [f3
             )
         })
         .collect();
-    run_tiles(path, k, &tiles, b, c, ldc, epi);
+    let all = Panels {
+        b,
+        range: 0..b.n.div_ceil(NR),
+    };
+    run_tiles(path, k, &tiles, all, c, ldc, epi);
 }
 
 #[inline(always)]
