@@ -272,13 +272,14 @@ async fn a_cosine_event_without_application_embeddings_is_matched_exactly(pool: 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_slow_model_stops_at_the_deadline_and_keeps_what_it_computed(pool: PgPool) {
     let embedder = Embedder::local(load_model().with_chunk_delay(Duration::from_millis(1000)));
-    // 160 distinct texts truncated to the model's 256 tokens: 10 chunks of
-    // 16 (the 4,096-token cap), each 1 s or more.
-    let n = 160;
-    let per_chunk = matchmaker::embeddings::local::CHUNK_TOKENS / 256;
+    // 640 distinct short texts: 10 chunks of 64 (the text cap), each 1 s or
+    // more. Short, so that the model's own time stays small next to the
+    // delay even on a machine busy with other tests.
+    let per_chunk = matchmaker::embeddings::local::CHUNK_TEXTS;
+    let n = 10 * per_chunk;
     let profiles: Vec<ProfileText> = (0..n)
         .map(|i| ProfileText {
-            bio: Some(format!("bio {i} {}", "energy storage ".repeat(300))),
+            bio: Some(format!("bio {i}")),
             ..ProfileText::default()
         })
         .collect();
