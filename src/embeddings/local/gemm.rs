@@ -42,14 +42,7 @@ impl Packed {
     pub fn from_transposed(w: &[f32], n: usize, k: usize) -> Self {
         debug_assert!(w.len() >= n * k);
         let mut p = Self::zeros(k, n);
-        for j in 0..n {
-            let (panel, col) = (j / NR, j % NR);
-            let row = &w[j * k..(j + 1) * k];
-            let base = panel * k * NR + col;
-            for (kk, &x) in row.iter().enumerate() {
-                p.data[base + kk * NR] = x;
-            }
-        }
+        p.repack_transposed(w, k, n, k);
         p
     }
 
