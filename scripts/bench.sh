@@ -92,7 +92,7 @@ MM="${CARGO_TARGET_DIR:-target}/release/matchmaker"
 
 # shellcheck source=scripts/pg.sh
 source scripts/pg.sh
-PG_EXTRA_OPTS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=10000 -c pg_stat_statements.track=top" \
+PG_EXTRA_OPTS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=10000 -c pg_stat_statements.track=top -c pg_stat_statements.track_planning=on" \
     pg_start
 export RUST_LOG="${RUST_LOG:-warn}"
 # Scratch files of the driver, removed with the cluster whatever happens to it.

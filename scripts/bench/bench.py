@@ -381,6 +381,19 @@ def mb(kb: int) -> float:
     return round(kb / 1024, 1)
 
 
+def log_top_statements(scratch: Scratch, session: Session, count: int) -> None:
+    """Logs the workers' `count` statements of most execution time (set
+    BENCH_TOP_STATEMENTS=N to see where PostgreSQL spends a run)."""
+    rows = session.rows(
+        "SELECT calls, round(total_exec_time::numeric, 1), round(total_plan_time::numeric, 1), rows, "
+        "left(regexp_replace(query, '\\s+', ' ', 'g'), 140) FROM pg_stat_statements "
+        f"WHERE dbid = {scratch.dbid} AND userid = {scratch.worker_roleid} "
+        f"ORDER BY total_exec_time + total_plan_time DESC LIMIT {count}"
+    )
+    for calls, exec_ms, plan_ms, nrows, query in rows:
+        log(f"  {exec_ms:>9} ms exec {plan_ms:>7} ms plan {calls:>6} calls {nrows:>7} rows  {query}")
+
+
 def cold_phase(args, scratch: Scratch, runner: Runner, session: Session, attendees, exclusions, code: str):
     """Loads an event, matches it from scratch with the worker loop, measures
     and verifies. Returns (event_id, result dict)."""
@@ -395,6 +408,8 @@ def cold_phase(args, scratch: Scratch, runner: Runner, session: Session, attende
     stats = drain(runner, session, event_id, args.workers, args.max_runtime, args.timeout)
     scratch.wait_for_worker_sessions(session)
     statements = scratch.statements(session)
+    if os.environ.get("BENCH_TOP_STATEMENTS"):
+        log_top_statements(scratch, session, int(os.environ["BENCH_TOP_STATEMENTS"]))
     writes = scratch.match_writes(session) - writes_before
     claimed, batches = session.rows(
         "SELECT coalesce(sum(claimed), 0), coalesce(sum(batches), 0) FROM matchmaking_runs "

@@ -12,7 +12,7 @@ use super::profile::Participant;
 use super::score::explain;
 use super::{Dirty, Event, IdMap, Lists, Plan, Summaries};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// From this many participants, cosine-v1 batches are scored from 16-bit
@@ -155,6 +155,22 @@ pub struct Scored {
     pub full_recomputes: usize,
     pub fast_checks: usize,
     pub slow_checks: usize,
+    pub phases: ScorePhases,
+}
+
+/// Where a batch's scoring time went (the worker logs it at debug level).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScorePhases {
+    /// The claimed attendees' score rows against the event (the kernel).
+    pub rows: Duration,
+    /// Packing the list summaries.
+    pub fill: Duration,
+    /// The plans: own lists and bump candidates.
+    pub plan: Duration,
+    /// The repairs, one attendee after another.
+    pub repair: Duration,
+    /// The writes that turn the committed lists into the new ones.
+    pub diff: Duration,
 }
 
 /// Repairs each claimed attendee in claim order (changing `lists` in place,
@@ -183,6 +199,7 @@ pub fn score_batch(
         }
     }
     let n = event.participant_count();
+    let t0 = Instant::now();
     // Large cosine-v1 events: approximate rows, made exact where it matters
     // by the plans (see `matching::plan_bounded`).
     let (mut score_rows, bounds) = match (n >= APPROX_MIN_PARTICIPANTS)
@@ -192,6 +209,7 @@ pub fn score_batch(
         Some((rows, bounds)) => (rows, Some(bounds)),
         None => (event.score_rows(&users), None),
     };
+    let t1 = Instant::now();
     // Each attendee's own list and the lists their bump must look at, decided
     // in parallel against the lists as they were when the batch started.
     summaries.fill(event, lists);
@@ -201,7 +219,9 @@ pub fn score_batch(
         .enumerate()
         .map(|(i, p)| !dirty.is_dirty_at(i, &p.user_id))
         .collect();
+    let t2 = Instant::now();
     let plans = plan_all(event, summaries, &clean, &users, &mut score_rows, bounds.as_deref());
+    let t3 = Instant::now();
     for row in rows {
         let late = limits.deadline.is_some_and(|d| std::time::Instant::now() >= d);
         if late || (limits.stop)() {
@@ -232,7 +252,15 @@ pub fn score_batch(
             None => out.done.push(row.id),
         }
     }
+    let t4 = Instant::now();
     out.diff = diff(event, committed, lists, &out.touched, &repaired);
+    out.phases = ScorePhases {
+        rows: t1 - t0,
+        fill: t2 - t1,
+        plan: t3 - t2,
+        repair: t4 - t3,
+        diff: t4.elapsed(),
+    };
     out
 }
 

@@ -83,6 +83,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 mod half;
@@ -187,17 +188,17 @@ unsafe fn prefetch_part<M: Micro>(
 }
 
 /// Scores every query against every candidate `(col, vector)` of `cols`,
-/// writing `out[q * stride + col]`, with the blocking described in the
+/// writing element `(q, col)` of `out`, with the blocking described in the
 /// module docs. The regions `extra` (the next candidates of the caller, in
 /// 16-bit form) are prefetched, spread evenly over the work.
 ///
 /// Lengths need not be checked by the caller: the micro-kernel panics on
-/// vectors of different lengths, and `out` is indexed with bounds checks.
+/// vectors of different lengths, and `out` checks every index.
 ///
 /// # Safety
 /// The CPU supports `M`'s instruction set.
 #[inline(always)]
-unsafe fn gemm<M: Micro>(qs: &[&[f32]], cols: &[(usize, &[f32])], out: &mut [f32], stride: usize, extra: &[&[u16]]) {
+unsafe fn gemm<M: Micro>(qs: &[&[f32]], cols: &[(usize, &[f32])], out: &mut Out<'_>, extra: &[&[u16]]) {
     let len = qs.first().map_or(0, |q| q.len());
     let (qt, cb) = (query_tile(len), cand_block(len));
     let blocks = cols.len().div_ceil(cb);
@@ -226,18 +227,18 @@ unsafe fn gemm<M: Micro>(qs: &[&[f32]], cols: &[(usize, &[f32])], out: &mut [f32
                     // instruction set; `qs` has `r` and `cs` `c` elements.
                     unsafe {
                         match (r, c) {
-                            (4, 3) => put::<M, 4, 3>(qs, row, cs, out, stride),
-                            (4, 2) => put::<M, 4, 2>(qs, row, cs, out, stride),
-                            (4, 1) => put::<M, 4, 1>(qs, row, cs, out, stride),
-                            (3, 3) => put::<M, 3, 3>(qs, row, cs, out, stride),
-                            (3, 2) => put::<M, 3, 2>(qs, row, cs, out, stride),
-                            (3, 1) => put::<M, 3, 1>(qs, row, cs, out, stride),
-                            (2, 3) => put::<M, 2, 3>(qs, row, cs, out, stride),
-                            (2, 2) => put::<M, 2, 2>(qs, row, cs, out, stride),
-                            (2, 1) => put::<M, 2, 1>(qs, row, cs, out, stride),
-                            (1, 3) => put::<M, 1, 3>(qs, row, cs, out, stride),
-                            (1, 2) => put::<M, 1, 2>(qs, row, cs, out, stride),
-                            _ => put::<M, 1, 1>(qs, row, cs, out, stride),
+                            (4, 3) => put::<M, 4, 3>(qs, row, cs, out),
+                            (4, 2) => put::<M, 4, 2>(qs, row, cs, out),
+                            (4, 1) => put::<M, 4, 1>(qs, row, cs, out),
+                            (3, 3) => put::<M, 3, 3>(qs, row, cs, out),
+                            (3, 2) => put::<M, 3, 2>(qs, row, cs, out),
+                            (3, 1) => put::<M, 3, 1>(qs, row, cs, out),
+                            (2, 3) => put::<M, 2, 3>(qs, row, cs, out),
+                            (2, 2) => put::<M, 2, 2>(qs, row, cs, out),
+                            (2, 1) => put::<M, 2, 1>(qs, row, cs, out),
+                            (1, 3) => put::<M, 1, 3>(qs, row, cs, out),
+                            (1, 2) => put::<M, 1, 2>(qs, row, cs, out),
+                            _ => put::<M, 1, 1>(qs, row, cs, out),
                         }
                     }
                 }
@@ -255,8 +256,7 @@ unsafe fn put<M: Micro, const R: usize, const C: usize>(
     qs: &[&[f32]],
     row: usize,
     cs: &[(usize, &[f32])],
-    out: &mut [f32],
-    stride: usize,
+    out: &mut Out<'_>,
 ) {
     let q: [&[f32]; R] = std::array::from_fn(|r| qs[r]);
     let c: [&[f32]; C] = std::array::from_fn(|j| cs[j].1);
@@ -264,7 +264,7 @@ unsafe fn put<M: Micro, const R: usize, const C: usize>(
     let res = unsafe { M::tile::<R, C>(q, c) };
     for (r, line) in res.iter().enumerate() {
         for (j, &v) in line.iter().enumerate() {
-            out[(row + r) * stride + cs[j].0] = v;
+            out.set(row + r, cs[j].0, v);
         }
     }
 }
@@ -281,8 +281,7 @@ unsafe fn put<M: Micro, const R: usize, const C: usize>(
 unsafe fn approx_gemm<M: Micro>(
     qs: &[&[f32]],
     cols: &[(usize, &ApproxVector)],
-    out: &mut [f32],
-    stride: usize,
+    out: &mut Out<'_>,
     convert: impl Fn(&[u16], &mut [f32]),
 ) {
     let Some(len) = qs.first().map(|q| q.len()) else { return };
@@ -304,10 +303,10 @@ unsafe fn approx_gemm<M: Micro>(
             .collect();
         let next: Vec<&[u16]> = cols.iter().skip((ti + 1) * t).take(t).map(|(_, a)| a.bits()).collect();
         // SAFETY: the caller guarantees M's instruction set.
-        unsafe { gemm::<M>(qs, &packed, out, stride, &next) };
+        unsafe { gemm::<M>(qs, &packed, out, &next) };
         for (col, a) in tile {
             for q in 0..qs.len() {
-                out[q * stride + col] *= a.scale();
+                out.scale(q, *col, a.scale());
             }
         }
     }
@@ -332,13 +331,13 @@ fn one_length(qs: &[&[f32]]) -> Option<usize> {
 }
 
 type DotFn = fn(&[f32], &[f32]) -> f32;
-/// A blocked kernel over candidates of type `C`: `out[q * stride + k]` for
-/// every query and every candidate `k` of the queries' length.
-type BlockOf<C> = fn(&[&[f32]], &[Option<C>], &mut [f32], usize);
+/// A blocked kernel over candidates of type `C`: element `(q, k)` of the
+/// output for every query and every candidate `k` of the queries' length.
+type BlockOf<C> = fn(&[&[f32]], &[Option<C>], &mut Out<'_>);
 /// An exact blocked kernel, for candidates of any lifetime.
-type ExactBlock = for<'a> fn(&[&[f32]], &[Option<&'a [f32]>], &mut [f32], usize);
+type ExactBlock = for<'a> fn(&[&[f32]], &[Option<&'a [f32]>], &mut Out<'_>);
 /// An approximate blocked kernel, for candidates of any lifetime.
-type ApproxBlock = for<'a> fn(&[&[f32]], &[Option<&'a ApproxVector>], &mut [f32], usize);
+type ApproxBlock = for<'a> fn(&[&[f32]], &[Option<&'a ApproxVector>], &mut Out<'_>);
 /// The zero-padded tails of a micro-kernel's queries and candidates, and
 /// their length (see `x86::half_pass`).
 #[allow(dead_code)] // not on every target
@@ -677,9 +676,90 @@ fn by_length<'c, C: ?Sized + Sync>(
     }
 }
 
+/// One kernel call's output: `rows` rows of `cols` elements, row `r`
+/// starting `r * stride` elements into the caller's matrix. The threads of
+/// one call each write their own range of columns of one matrix
+/// ([`Out::split_columns`]) straight into it.
+pub(super) struct Out<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    _matrix: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: an `Out` is an exclusive borrow of its own elements (the `Out`s
+// of one split share none), so moving it to another thread moves that
+// borrow, as moving a `&mut [f32]` would.
+unsafe impl Send for Out<'_> {}
+
+impl<'a> Out<'a> {
+    /// The whole of `matrix`, rows of `stride` elements (none when `stride`
+    /// is zero). Panics unless the rows fill it exactly.
+    pub(super) fn new(matrix: &'a mut [f32], stride: usize) -> Self {
+        let rows = matrix.len().checked_div(stride).unwrap_or(0);
+        assert_eq!(rows * stride, matrix.len(), "output must be whole rows");
+        Self {
+            ptr: matrix.as_mut_ptr(),
+            rows,
+            cols: stride,
+            stride,
+            _matrix: PhantomData,
+        }
+    }
+
+    /// The element at row `r`, column `c` of this range. Panics outside it.
+    #[inline(always)]
+    fn at(&mut self, r: usize, c: usize) -> &mut f32 {
+        assert!(r < self.rows && c < self.cols, "kernel output index out of range");
+        // SAFETY: `r < rows` and `c < cols` put the element inside this
+        // range's columns of the borrowed matrix (`split_columns` keeps
+        // every range within the rows), which only this `Out` may touch.
+        unsafe { &mut *self.ptr.add(r * self.stride + c) }
+    }
+
+    /// Sets element `(r, c)`.
+    #[inline(always)]
+    fn set(&mut self, r: usize, c: usize, v: f32) {
+        *self.at(r, c) = v;
+    }
+
+    /// Multiplies element `(r, c)` by `a`.
+    #[inline(always)]
+    fn scale(&mut self, r: usize, c: usize, a: f32) {
+        *self.at(r, c) *= a;
+    }
+
+    /// The columns `lo..hi` of each range, as separate outputs. Panics
+    /// unless the ranges are ascending, disjoint and inside this one.
+    fn split_columns(self, ranges: &[(usize, usize)]) -> Vec<Out<'a>> {
+        let mut end = 0;
+        ranges
+            .iter()
+            .map(|&(lo, hi)| {
+                assert!(
+                    end <= lo && lo <= hi && hi <= self.cols,
+                    "column ranges must be disjoint"
+                );
+                end = hi;
+                Out {
+                    // Within the matrix (or one past its end when empty).
+                    ptr: self.ptr.wrapping_add(lo),
+                    rows: self.rows,
+                    cols: hi - lo,
+                    stride: self.stride,
+                    _matrix: PhantomData,
+                }
+            })
+            .collect()
+    }
+}
+
 /// Runs `block_fn` over the candidates, split by candidate range across the
 /// cores when the work (`cost` multiply-adds per pair) is large enough. The
-/// one thread-splitting helper of every kernel.
+/// one thread-splitting helper of every kernel. Each range is scored on
+/// rayon's pool straight into its columns of `out`; columns a kernel skips
+/// keep their values.
 fn run_parallel_with<C: Sync + Copy>(
     qs: &[&[f32]],
     cs: &[Option<C>],
@@ -688,49 +768,19 @@ fn run_parallel_with<C: Sync + Copy>(
     block_fn: BlockOf<C>,
 ) {
     let n = cs.len();
+    let mut whole = Out::new(out, n);
     let work = qs.len() * n * cost.max(1);
     let t = threads().min(n.max(1));
     if t <= 1 || work < PARALLEL_MIN_WORK || cfg!(miri) {
-        block_fn(qs, cs, out, n);
+        block_fn(qs, cs, &mut whole);
         return;
     }
-    // Split by candidate range; each thread works on a private copy of its
-    // columns (the rows of `out` interleave the ranges), so columns it does
-    // not compute keep their values, as the single-threaded kernel leaves
-    // them. Copying whole row segments in and out is two memcpys.
     let chunk = n.div_ceil(t);
     let ranges: Vec<(usize, usize)> = (0..t).map(|i| ((i * chunk).min(n), ((i + 1) * chunk).min(n))).collect();
-    let copies: Vec<Vec<f32>> = ranges
-        .iter()
-        .map(|&(lo, hi)| {
-            let mut part = Vec::with_capacity(qs.len() * (hi - lo));
-            for row in out.chunks(n) {
-                part.extend_from_slice(&row[lo..hi]);
-            }
-            part
-        })
-        .collect();
-    let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .zip(copies)
-            .map(|(&(lo, hi), mut part)| {
-                s.spawn(move || {
-                    block_fn(qs, &cs[lo..hi], &mut part, hi - lo);
-                    part
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
-    for (&(lo, hi), part) in ranges.iter().zip(parts) {
-        if hi > lo {
-            for (row, seg) in out.chunks_mut(n).zip(part.chunks(hi - lo)) {
-                row[lo..hi].copy_from_slice(seg);
-            }
+    let parts = whole.split_columns(&ranges);
+    rayon::scope(|s| {
+        for (mut part, &(lo, hi)) in parts.into_iter().zip(&ranges) {
+            s.spawn(move |_| block_fn(qs, &cs[lo..hi], &mut part));
         }
-    }
+    });
 }

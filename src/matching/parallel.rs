@@ -1,8 +1,11 @@
 //! The one way the pure core splits work across cores: rows of a row-major
-//! matrix, in contiguous runs per thread, results in row order.
+//! matrix, in contiguous runs per thread of rayon's pool (threads that live
+//! as long as the process: a batch spawns none), results in row order.
 
-/// Below this many elements a call stays on the calling thread (spawning
-/// threads costs more than it saves).
+use rayon::prelude::*;
+
+/// Below this many elements a call stays on the calling thread (handing
+/// work to other threads costs more than it saves).
 const MIN_PARALLEL_ELEMENTS: usize = 50_000;
 
 /// `f(state, j, row)` for every row `j` of `rows` (rows of length `n`),
@@ -20,7 +23,7 @@ pub fn map_rows_with<S, R: Send>(
         return Vec::new();
     }
     let count = rows.len() / n;
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(count);
+    let threads = rayon::current_num_threads().min(count);
     if threads <= 1 || rows.len() < MIN_PARALLEL_ELEMENTS {
         let mut state = init();
         return rows
@@ -29,28 +32,20 @@ pub fn map_rows_with<S, R: Send>(
             .map(|(j, row)| f(&mut state, j, row))
             .collect();
     }
+    // One contiguous run of rows per thread of rayon's pool (one state
+    // each), collected in row order.
     let per = count.div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = rows
-            .chunks_mut(per * n)
-            .enumerate()
-            .map(|(c, chunk)| {
-                let (init, f) = (&init, &f);
-                s.spawn(move || {
-                    let mut state = init();
-                    chunk
-                        .chunks_mut(n)
-                        .enumerate()
-                        .map(|(j, row)| f(&mut state, c * per + j, row))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+    rows.par_chunks_mut(per * n)
+        .enumerate()
+        .flat_map_iter(|(c, chunk)| {
+            let mut state = init();
+            chunk
+                .chunks_mut(n)
+                .enumerate()
+                .map(|(j, row)| f(&mut state, c * per + j, row))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// [`map_rows_with`] without per-thread state.

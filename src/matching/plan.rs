@@ -128,7 +128,7 @@ fn bump_candidates(
         if !is_clean || me == Some(i) {
             continue;
         }
-        if i < packed && members[i] & bit.1 == 0 {
+        if i < packed && (members[i] & bit.1 == 0 || !summaries.may_hold(i, &user.user_id, bit)) {
             // Not a member: look only if the attendee may enter. A NaN
             // score (not an eligible pair) compares false both ways.
             let s = row.get(i).copied().unwrap_or(f32::NAN);

@@ -186,11 +186,12 @@ pub fn repair_with<D: Dirty + ?Sized>(
         if v == user || dirty.is_dirty_at(i, &v) {
             continue;
         }
-        // The fast path: v's list cannot hold `user` (its fingerprint says
-        // so), so only the bump rule applies, and the weakest entry decides.
+        // The fast path: v's list cannot hold `user` (its fingerprint or
+        // its members say so), so only the bump rule applies, and the
+        // weakest entry decides.
         if let Some(sums) = summaries.as_deref_mut() {
             let sum = sums.get(i, &v, lists, k);
-            if sum.fits && sum.members[my_bit.0] & my_bit.1 == 0 {
+            if sum.fits && (sum.members[my_bit.0] & my_bit.1 == 0 || !sums.may_hold(i, &user, my_bit)) {
                 out.fast_checks += 1;
                 let Some(s) = score else { continue };
                 let candidate = Entry::new(user, s);

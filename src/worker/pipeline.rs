@@ -325,8 +325,12 @@ impl Worker {
             cur.phases.score = score_time.as_secs_f64() * 1e3;
             cur.span.record("score_ms", cur.phases.score);
             self.observe(Phase::Score, score_time);
+            let phases = scored.phases;
             debug!(parent: &cur.span, lane_ms, full_recomputes = scored.full_recomputes,
-                   fast_checks = scored.fast_checks, slow_checks = scored.slow_checks, "scored");
+                   fast_checks = scored.fast_checks, slow_checks = scored.slow_checks,
+                   rows_ms = phases.rows.as_secs_f64() * 1e3, fill_ms = phases.fill.as_secs_f64() * 1e3,
+                   plan_ms = phases.plan.as_secs_f64() * 1e3, repair_ms = phases.repair.as_secs_f64() * 1e3,
+                   diff_ms = phases.diff.as_secs_f64() * 1e3, "scored");
             // Optimistic: the lists are what the write will commit; should
             // it fail, the cached event is dropped.
             c.commit(&scored);

@@ -17,7 +17,7 @@
 //! inline assembly.
 
 use super::half::{self, ApproxVector};
-use super::{columns, one_length, ApproxPath, ExactPath, Micro, Tails, LANES};
+use super::{columns, one_length, ApproxPath, ExactPath, Micro, Out, Tails, LANES};
 use std::arch::aarch64::*;
 
 /// One quarter (lanes `4·P .. 4·P + 4`) of the `R × C` accumulators: the
@@ -137,18 +137,18 @@ fn dot_neon(a: &[f32], b: &[f32]) -> f32 {
     unsafe { Neon::tile::<1, 1>([a], [b])[0][0] }
 }
 
-fn block_neon(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+fn block_neon(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut Out<'_>) {
     let Some(len) = one_length(q) else { return };
     let cols = columns(c, len, |c| c.len());
     // SAFETY: NEON is part of the target (this module's cfg).
-    unsafe { super::gemm::<Neon>(q, &cols, out, stride, &[]) }
+    unsafe { super::gemm::<Neon>(q, &cols, out, &[]) }
 }
 
-fn block_approx_neon(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut [f32], stride: usize) {
+fn block_approx_neon(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
     let Some(len) = one_length(q) else { return };
     let cols = columns(c, len, |c| c.len());
     // SAFETY: NEON is part of the target (this module's cfg).
-    unsafe { super::approx_gemm::<Neon>(q, &cols, out, stride, half::f16_to_f32_into) }
+    unsafe { super::approx_gemm::<Neon>(q, &cols, out, half::f16_to_f32_into) }
 }
 
 pub(super) fn exact_path() -> ExactPath {

@@ -6,7 +6,7 @@
 //! that code.
 
 use super::half::{self, ApproxVector};
-use super::{columns, one_length, reduce, Micro, LANES};
+use super::{columns, one_length, reduce, Micro, Out, LANES};
 
 /// `Q` dot products of `qs[j]` with `c`, all of length `c.len()`, in the
 /// reference order (see the module docs of [`super`]).
@@ -65,18 +65,18 @@ impl Micro for Portable {
 }
 
 /// The blocked exact kernel (see [`super::BlockOf`]).
-pub(super) fn block(qs: &[&[f32]], cs: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+pub(super) fn block(qs: &[&[f32]], cs: &[Option<&[f32]>], out: &mut Out<'_>) {
     let Some(len) = one_length(qs) else { return };
     let cols = columns(cs, len, |c| c.len());
     // SAFETY: the portable micro-kernel needs no instruction set.
-    unsafe { super::gemm::<Portable>(qs, &cols, out, stride, &[]) }
+    unsafe { super::gemm::<Portable>(qs, &cols, out, &[]) }
 }
 
 /// The approximate kernel over IEEE half vectors with the portable
 /// conversion; the same bits as the SIMD ones.
-pub(super) fn block_approx(qs: &[&[f32]], cs: &[Option<&ApproxVector>], out: &mut [f32], stride: usize) {
+pub(super) fn block_approx(qs: &[&[f32]], cs: &[Option<&ApproxVector>], out: &mut Out<'_>) {
     let Some(len) = one_length(qs) else { return };
     let cols = columns(cs, len, |c| c.len());
     // SAFETY: the portable micro-kernel needs no instruction set.
-    unsafe { super::approx_gemm::<Portable>(qs, &cols, out, stride, half::f16_to_f32_into) }
+    unsafe { super::approx_gemm::<Portable>(qs, &cols, out, half::f16_to_f32_into) }
 }

@@ -504,7 +504,7 @@ fn dots_approx_runs_here_within_the_bound() {
     assert!(dots_approx(&q_refs, &c_refs, &mut out));
     let mut single = vec![0.0; qs.len() * cs.len()];
     let path = approx().copied().unwrap_or_else(portable_approx_path);
-    (path.block)(&q_refs, &c_refs, &mut single, cs.len());
+    (path.block)(&q_refs, &c_refs, &mut Out::new(&mut single, cs.len()));
     for (q, qv) in qs.iter().enumerate() {
         for (k, cv) in cs.iter().enumerate() {
             let got = out[q * cs.len() + k];

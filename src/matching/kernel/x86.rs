@@ -12,7 +12,7 @@
 //! call, so a path can never run on a CPU without them, whoever calls it.
 
 use super::half::{self, ApproxVector, BF16_BLOCK};
-use super::{columns, one_length, reduce, ApproxPath, ExactPath, Micro, Tails, LANES};
+use super::{columns, one_length, reduce, ApproxPath, ExactPath, Micro, Out, Tails, LANES};
 use std::arch::x86_64::*;
 
 /// Queries scored per pass over a candidate by the AVX-512 kernels.
@@ -45,7 +45,7 @@ fn has_bf16() -> bool {
 macro_rules! blocked {
     ($(#[$attr:meta])* $name:ident, $t:ty, $pass:ident) => {
         $(#[$attr])*
-        unsafe fn $name(queries: &[&[$t]], cands: &[Option<&[$t]>], out: &mut [f32], stride: usize) {
+        unsafe fn $name(queries: &[&[$t]], cands: &[Option<&[$t]>], out: &mut Out<'_>) {
             let len = queries.first().map_or(0, |q| q.len());
             let tile = (TILE_BYTES / (len.max(1) * std::mem::size_of::<$t>())).clamp(8, 4096);
             let cols: Vec<(usize, &[$t])> = cands
@@ -62,16 +62,16 @@ macro_rules! blocked {
                         // SAFETY: the caller guarantees the features of this
                         // function, which `$pass` enables too; every query
                         // and candidate has length `len`.
-                        unsafe { $pass(qs, tile_cols, out, stride, q0) };
+                        unsafe { $pass(qs, tile_cols, out, q0) };
                         q0 += 2 * GROUP;
                     } else if rest >= GROUP {
                         let qs: [&[$t]; GROUP] = std::array::from_fn(|q| queries[q0 + q]);
                         // SAFETY: as above.
-                        unsafe { $pass(qs, tile_cols, out, stride, q0) };
+                        unsafe { $pass(qs, tile_cols, out, q0) };
                         q0 += GROUP;
                     } else {
                         // SAFETY: as above.
-                        unsafe { $pass([queries[q0]], tile_cols, out, stride, q0) };
+                        unsafe { $pass([queries[q0]], tile_cols, out, q0) };
                         q0 += 1;
                     }
                 }
@@ -174,28 +174,22 @@ blocked!(
 /// # Safety
 /// AVX-512 F and FMA; every query and candidate has one length.
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn pass_avx512<const Q: usize>(
-    qs: [&[f32]; Q],
-    tile_cols: &[(usize, &[f32])],
-    out: &mut [f32],
-    stride: usize,
-    q0: usize,
-) {
+unsafe fn pass_avx512<const Q: usize>(qs: [&[f32]; Q], tile_cols: &[(usize, &[f32])], out: &mut Out<'_>, q0: usize) {
     let mut pairs = tile_cols.chunks_exact(2);
     for pair in &mut pairs {
         // SAFETY: the caller's contract.
         let r = unsafe { pair_avx512::<Q>(qs, pair[0].1, pair[1].1) };
         for (j, (col, _)) in pair.iter().enumerate() {
-            for q in 0..Q {
-                out[(q0 + q) * stride + col] = r[j][q];
+            for (q, &v) in r[j].iter().enumerate() {
+                out.set(q0 + q, *col, v);
             }
         }
     }
     for (col, c) in pairs.remainder() {
         // SAFETY: the caller's contract.
         let r = unsafe { group_avx512::<Q>(qs, c) };
-        for q in 0..Q {
-            out[(q0 + q) * stride + col] = r[q];
+        for (q, &v) in r.iter().enumerate() {
+            out.set(q0 + q, *col, v);
         }
     }
 }
@@ -207,14 +201,14 @@ fn dot_avx512_safe(a: &[f32], b: &[f32]) -> f32 {
     unsafe { group_avx512::<1>([a], b)[0] }
 }
 
-fn block_avx512_safe(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+fn block_avx512_safe(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut Out<'_>) {
     assert!(has_avx512());
     if one_length(q).is_none() {
         return;
     }
     // SAFETY: features checked above; `one_length` checked that every query
     // has one length (the macro keeps the candidates of that length only).
-    unsafe { block_avx512(q, c, out, stride) }
+    unsafe { block_avx512(q, c, out) }
 }
 
 // ------------------------------------------------------------------- AVX2
@@ -428,9 +422,9 @@ impl Micro for Avx2 {
 /// # Safety
 /// AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_avx2(qs: &[&[f32]], cols: &[(usize, &[f32])], out: &mut [f32], stride: usize) {
+unsafe fn gemm_avx2(qs: &[&[f32]], cols: &[(usize, &[f32])], out: &mut Out<'_>) {
     // SAFETY: the caller guarantees AVX2 and FMA.
-    unsafe { super::gemm::<Avx2>(qs, cols, out, stride, &[]) }
+    unsafe { super::gemm::<Avx2>(qs, cols, out, &[]) }
 }
 
 fn dot_avx2_safe(a: &[f32], b: &[f32]) -> f32 {
@@ -440,13 +434,13 @@ fn dot_avx2_safe(a: &[f32], b: &[f32]) -> f32 {
     unsafe { group_avx2::<1>([a], b)[0] }
 }
 
-fn block_avx2_safe(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut [f32], stride: usize) {
+fn block_avx2_safe(q: &[&[f32]], c: &[Option<&[f32]>], out: &mut Out<'_>) {
     assert!(has_avx2());
     let Some(len) = one_length(q) else { return };
     let cols = columns(c, len, |c| c.len());
     // SAFETY: features checked above (lengths are checked by the
     // micro-kernel).
-    unsafe { gemm_avx2(q, &cols, out, stride) }
+    unsafe { gemm_avx2(q, &cols, out) }
 }
 
 // ------------------------------------------------------- F16C (approximate)
@@ -471,19 +465,19 @@ fn convert_f16c(bits: &[u16], out: &mut [f32]) {
 /// # Safety
 /// AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn approx_f16c(qs: &[&[f32]], cols: &[(usize, &ApproxVector)], out: &mut [f32], stride: usize) {
+unsafe fn approx_f16c(qs: &[&[f32]], cols: &[(usize, &ApproxVector)], out: &mut Out<'_>) {
     // SAFETY: the caller guarantees AVX2 and FMA; `convert_f16c` needs F16C
     // too, which this function has.
-    unsafe { super::approx_gemm::<Avx2>(qs, cols, out, stride, |b, o| convert_f16c(b, o)) }
+    unsafe { super::approx_gemm::<Avx2>(qs, cols, out, |b, o| convert_f16c(b, o)) }
 }
 
-fn block_f16c_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut [f32], stride: usize) {
+fn block_f16c_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
     assert!(has_f16c());
     let Some(len) = one_length(q) else { return };
     let cols = columns(c, len, |c| c.len());
     // SAFETY: features checked above (formats and lengths are checked by
     // `approx_gemm` and the micro-kernel).
-    unsafe { approx_f16c(q, &cols, out, stride) }
+    unsafe { approx_f16c(q, &cols, out) }
 }
 
 // --------------------------------------------------- AVX-512 BF16 (approximate)
@@ -581,13 +575,7 @@ fn reduce16(v: [__m512; 16]) -> [f32; 16] {
 /// # Safety
 /// AVX-512 F and BF16; every query and candidate has one length.
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn pass_bf16<const Q: usize>(
-    qs: [&[u16]; Q],
-    tile_cols: &[(usize, &[u16])],
-    out: &mut [f32],
-    stride: usize,
-    q0: usize,
-) {
+unsafe fn pass_bf16<const Q: usize>(qs: [&[u16]; Q], tile_cols: &[(usize, &[u16])], out: &mut Out<'_>, q0: usize) {
     // Prefetch this far ahead: about as long as DRAM takes to answer.
     const AHEAD: usize = 4;
     for (p, pair) in tile_cols.chunks(2).enumerate() {
@@ -596,8 +584,8 @@ unsafe fn pass_bf16<const Q: usize>(
         // SAFETY: the caller's contract.
         let r = unsafe { pair_bf16::<Q>(qs, c1, c2, [ahead(0), ahead(1)]) };
         for (j, (col, _)) in pair.iter().enumerate() {
-            for q in 0..Q {
-                out[(q0 + q) * stride + col] = r[j][q];
+            for (q, &v) in r[j].iter().enumerate() {
+                out.set(q0 + q, *col, v);
             }
         }
     }
@@ -614,7 +602,7 @@ blocked!(
 
 /// The bfloat16 path: the queries rounded to bfloat16 as the candidates
 /// were (the arithmetic the engine always used), then [`block_bf16`].
-fn block_bf16_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut [f32], stride: usize) {
+fn block_bf16_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
     assert!(has_bf16());
     let Some(len) = one_length(q) else { return };
     let halves: Vec<Vec<u16>> = q.iter().map(|q| half::bf16_padded(q)).collect();
@@ -629,7 +617,7 @@ fn block_bf16_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut [f32], s
     // SAFETY: features checked above; every query has one padded length, a
     // multiple of 32, and the macro keeps the candidates of that length
     // only (those of the same original length).
-    unsafe { block_bf16(&qs, &cs, out, stride) }
+    unsafe { block_bf16(&qs, &cs, out) }
 }
 
 /// The exact paths of this CPU, fastest first.
