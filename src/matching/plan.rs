@@ -123,7 +123,39 @@ fn bump_candidates(
     let me = event.index_of(&user.user_id);
     let mut candidates = Vec::new();
     let members = &summaries.members[bit.0];
-    let packed = summaries.gate.len().min(members.len()).min(participants.len());
+    let n = participants.len().min(clean.len());
+    let packed = summaries.gate.len().min(members.len()).min(n);
+    if slack > 0.0 {
+        // Approximate rows: a list is a candidate when its member filter
+        // may hold the attendee or their score reaches its gate, give or
+        // take `slack`. Both tests are evaluated without branching on
+        // `clean` (half the lists are clean midway through a cold start,
+        // in no order a branch predictor could learn); only the few hits
+        // are looked at one by one.
+        let gate = &summaries.gate[..packed];
+        let (row, members, clean_packed) = (&row[..packed.min(row.len())], &members[..packed], &clean[..packed]);
+        for i in 0..row.len() {
+            // NaN (not an eligible pair) compares false.
+            let enters = clean_packed[i] & (row[i] + slack >= gate[i]);
+            let maybe = members[i] & bit.1 != 0;
+            if !(enters | maybe) || me == Some(i) {
+                continue;
+            }
+            if enters || (clean_packed[i] && summaries.may_hold(i, &user.user_id, bit)) {
+                candidates.push(i as u32);
+            }
+        }
+        // Past the end of the row (no score: never enters): lists that may
+        // hold the attendee, and those without a packed summary (none after
+        // a fill), when clean.
+        for i in row.len()..n {
+            let holds = i >= packed || (members[i] & bit.1 != 0 && summaries.may_hold(i, &user.user_id, bit));
+            if clean[i] && me != Some(i) && holds {
+                candidates.push(i as u32);
+            }
+        }
+        return candidates;
+    }
     for (i, &is_clean) in clean.iter().enumerate().take(participants.len()) {
         if !is_clean || me == Some(i) {
             continue;
@@ -133,16 +165,12 @@ fn bump_candidates(
             // score (not an eligible pair) compares false both ways.
             let s = row.get(i).copied().unwrap_or(f32::NAN);
             let gate = summaries.gate[i];
-            let enters = if slack > 0.0 {
-                s + slack >= gate
-            } else {
-                s > gate
-                    || (s == gate
-                        && summaries
-                            .peek(i)
-                            .and_then(|sum| sum.weakest)
-                            .is_none_or(|w| topk::beats(&Entry::new(user.user_id, s), &w)))
-            };
+            let enters = s > gate
+                || (s == gate
+                    && summaries
+                        .peek(i)
+                        .and_then(|sum| sum.weakest)
+                        .is_none_or(|w| topk::beats(&Entry::new(user.user_id, s), &w)));
             if !enters {
                 continue;
             }
