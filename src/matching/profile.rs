@@ -141,48 +141,54 @@ pub struct Participant {
     pub problem: Option<String>,
 }
 
-impl Participant {
-    /// Builds the scoring view of a row. `dimensions` is the event's
-    /// `embedding_dimensions`, when set.
-    pub fn from_row(row: &ParticipantRow, dimensions: Option<usize>, tags: &mut TagInterner) -> Self {
-        let mut problem = None;
-        let mut spellings: Vec<Spelling> = Vec::new();
-        let mut tag_list = |name: &str, raw: &Option<Vec<Option<String>>>| -> Vec<u32> {
+/// What [`Participant::from_row`] derives from a row without the event's
+/// [`TagInterner`]: normalised tags and keywords with their spellings, the
+/// company key and the validated embedding. Pure, so the rows of a large
+/// event are parsed on all cores ([`ParsedRow::new`]) and only the interning
+/// ([`Participant::from_parsed`]) runs one row after another, in row order,
+/// which gives every id exactly as parsing and interning row by row would.
+#[derive(Debug, Clone)]
+pub struct ParsedRow {
+    user_id: Uuid,
+    active: bool,
+    company_key: Option<String>,
+    /// interests, looking_for, offering: each tag's (key, display) in order,
+    /// or why the list was refused.
+    tags: [Result<Vec<(String, String)>, String>; 3],
+    /// Every keyword word of role and bio as (key, display), in order, up
+    /// to the word that brings [`MAX_KEYWORDS`] distinct keys.
+    keywords: Vec<(String, String)>,
+    embedding: Embedding,
+}
+
+impl ParsedRow {
+    /// Parses a row. `dimensions` is the event's `embedding_dimensions`,
+    /// when set.
+    pub fn new(row: &ParticipantRow, dimensions: Option<usize>) -> Self {
+        let tag_list = |name: &str, raw: &Option<Vec<Option<String>>>| {
             let raw = raw.as_deref().unwrap_or(&[]);
             if raw.len() > MAX_TAGS {
-                problem.get_or_insert_with(|| {
-                    format!("{name} has {} entries; at most {MAX_TAGS} are accepted", raw.len())
-                });
-                return Vec::new();
+                return Err(format!(
+                    "{name} has {} entries; at most {MAX_TAGS} are accepted",
+                    raw.len()
+                ));
             }
-            let mut ids = Vec::with_capacity(raw.len());
-            for tag in raw.iter().flatten() {
-                if let Some((id, text)) = tags.intern_spelled(tag) {
-                    ids.push(id);
-                    let order = u32::try_from(spellings.len()).unwrap_or(u32::MAX);
-                    spellings.push(Spelling { id, text, order });
-                }
-            }
-            ids.sort_unstable();
-            ids.dedup();
-            ids
+            Ok(raw
+                .iter()
+                .flatten()
+                .filter_map(|tag| Some((normalize_tag(tag)?, display_tag(tag))))
+                .collect())
         };
-        let interests = tag_list("interests", &row.interests);
-        let looking_for = tag_list("looking_for", &row.looking_for);
-        let offering = tag_list("offering", &row.offering);
-        let keywords = keywords(row.role.as_deref(), row.bio.as_deref(), tags, &mut spellings);
-        // The first spelling of each id wins (the lowest order).
-        spellings.sort_by_key(|s| (s.id, s.order));
-        spellings.dedup_by_key(|s| s.id);
         Self {
             user_id: row.user_id,
             active: row.active,
             company_key: company_key(row.company.as_deref()),
-            interests,
-            looking_for,
-            offering,
-            keywords,
-            spellings: spellings.into_boxed_slice(),
+            tags: [
+                tag_list("interests", &row.interests),
+                tag_list("looking_for", &row.looking_for),
+                tag_list("offering", &row.offering),
+            ],
+            keywords: keyword_words(row.role.as_deref(), row.bio.as_deref()),
             embedding: if row.embedding_ndims > 1 {
                 Embedding::Invalid(format!(
                     "embedding is a {}-dimensional array; a flat list of numbers is expected",
@@ -191,6 +197,80 @@ impl Participant {
             } else {
                 validate_embedding(row.embedding.as_deref(), dimensions)
             },
+        }
+    }
+}
+
+impl Participant {
+    /// Builds the scoring view of a row. `dimensions` is the event's
+    /// `embedding_dimensions`, when set.
+    pub fn from_row(row: &ParticipantRow, dimensions: Option<usize>, tags: &mut TagInterner) -> Self {
+        Self::from_parsed(ParsedRow::new(row, dimensions), tags)
+    }
+
+    /// Interns a parsed row's tags and keywords (see [`ParsedRow`]).
+    pub fn from_parsed(row: ParsedRow, tags: &mut TagInterner) -> Self {
+        let ParsedRow {
+            user_id,
+            active,
+            company_key,
+            tags: lists,
+            keywords: words,
+            embedding,
+        } = row;
+        let mut problem = None;
+        let mut spellings: Vec<Spelling> = Vec::new();
+        let push = |spellings: &mut Vec<Spelling>, id: u32, text: u32| {
+            let order = u32::try_from(spellings.len()).unwrap_or(u32::MAX);
+            spellings.push(Spelling { id, text, order });
+        };
+        let [interests, looking_for, offering] = lists.map(|list| match list {
+            Err(why) => {
+                problem.get_or_insert(why);
+                Vec::new()
+            }
+            Ok(list) => {
+                let mut ids = Vec::with_capacity(list.len());
+                for (key, display) in &list {
+                    let Some(text) = tags.spelling_id(display) else {
+                        continue;
+                    };
+                    if let Some(id) = tags.intern_key(key, text) {
+                        ids.push(id);
+                        push(&mut spellings, id, text);
+                    }
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            }
+        });
+        let mut keywords: Vec<u32> = Vec::new();
+        for (key, display) in &words {
+            let Some(text) = tags.spelling_id(display) else {
+                continue;
+            };
+            if let Some(id) = tags.intern_key(key, text) {
+                if !keywords.contains(&id) {
+                    keywords.push(id);
+                    push(&mut spellings, id, text);
+                }
+            }
+        }
+        keywords.sort_unstable();
+        // The first spelling of each id wins (the lowest order).
+        spellings.sort_by_key(|s| (s.id, s.order));
+        spellings.dedup_by_key(|s| s.id);
+        Self {
+            user_id,
+            active,
+            company_key,
+            interests,
+            looking_for,
+            offering,
+            keywords,
+            spellings: spellings.into_boxed_slice(),
+            embedding,
             problem,
         }
     }
@@ -434,10 +514,12 @@ pub fn display_tag(tag: &str) -> String {
     out
 }
 
-/// The keyword ids of a role and bio (see the module docs), sorted; their
-/// spellings are appended to `spellings`.
-fn keywords(role: Option<&str>, bio: Option<&str>, tags: &mut TagInterner, spellings: &mut Vec<Spelling>) -> Vec<u32> {
-    let mut ids: Vec<u32> = Vec::new();
+/// The keyword words of a role and bio (see the module docs) as (key,
+/// display) in order, up to the word that brings [`MAX_KEYWORDS`] distinct
+/// keys ([`Participant::from_parsed`] interns them: one id per key).
+fn keyword_words(role: Option<&str>, bio: Option<&str>) -> Vec<(String, String)> {
+    let mut words: Vec<(String, String)> = Vec::new();
+    let mut distinct = 0;
     let role = role.unwrap_or_default().chars().take(MAX_ROLE_CHARS);
     let bio = bio.unwrap_or_default().chars().take(MAX_BIO_CHARS);
     // The space keeps the role's last word and the bio's first apart.
@@ -445,20 +527,13 @@ fn keywords(role: Option<&str>, bio: Option<&str>, tags: &mut TagInterner, spell
         if !w.is_keyword() {
             return true;
         }
-        let Some(text) = tags.spelling_id(w.display()) else {
-            return true;
-        };
-        if let Some(id) = tags.intern_key(&w.key, text) {
-            if !ids.contains(&id) {
-                ids.push(id);
-                let order = u32::try_from(spellings.len()).unwrap_or(u32::MAX);
-                spellings.push(Spelling { id, text, order });
-            }
+        if !words.iter().any(|(key, _)| *key == w.key) {
+            distinct += 1;
         }
-        ids.len() < MAX_KEYWORDS
+        words.push((w.key.clone(), w.display().to_string()));
+        distinct < MAX_KEYWORDS
     });
-    ids.sort_unstable();
-    ids
+    words
 }
 
 /// Validates a raw embedding and scales it to unit length.
@@ -646,6 +721,70 @@ mod tests {
         assert_eq!(p.interests.len(), 1);
         assert!(p.looking_for.is_empty());
         assert!(p.problem.as_deref().unwrap_or("").contains("looking_for has 501"));
+    }
+
+    /// What `event_of` does at scale: every row parsed first (here in
+    /// reverse order, as threads may), then interned in row order, gives
+    /// the participants and interner of interning row by row.
+    #[test]
+    fn rows_parsed_out_of_order_then_interned_in_order_equal_row_by_row() {
+        let words = [
+            "Rust",
+            "rust",
+            "RUST",
+            "LLMs",
+            "LLM",
+            "batteries",
+            "Battery",
+            "AI",
+            "the",
+            "climate",
+            "Climate",
+            "PyTorch",
+            "pytorch",
+            "design",
+            "hiring",
+            "2030",
+            "ok",
+        ];
+        let mut rng = 7u64;
+        let mut next = |n: usize| {
+            rng = rng
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (rng >> 33) as usize % n
+        };
+        let rows: Vec<ParticipantRow> = (0..200u128)
+            .map(|i| {
+                let mut pick =
+                    |len: usize| -> String { (0..len).map(|_| words[next(words.len())]).collect::<Vec<_>>().join(" ") };
+                let bio = pick(40) + &(0..30).map(|k| format!(" w{k}x{}", i % 3)).collect::<String>();
+                let tags: Vec<Option<String>> = (0..4).map(|_| Some(pick(2))).collect();
+                ParticipantRow {
+                    user_id: Uuid::from_u128(i + 1),
+                    active: true,
+                    role: Some(pick(3)),
+                    bio: Some(bio),
+                    interests: Some(tags.clone()),
+                    offering: Some(tags.into_iter().rev().collect()),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let mut one = TagInterner::default();
+        let by_row: Vec<Participant> = rows.iter().map(|r| Participant::from_row(r, None, &mut one)).collect();
+        let mut parsed: Vec<ParsedRow> = rows.iter().rev().map(|r| ParsedRow::new(r, None)).collect();
+        parsed.reverse();
+        let mut two = TagInterner::default();
+        let split: Vec<Participant> = parsed
+            .into_iter()
+            .map(|r| Participant::from_parsed(r, &mut two))
+            .collect();
+        assert_eq!(by_row, split);
+        assert!(by_row.iter().any(|p| p.keywords.len() == MAX_KEYWORDS));
+        assert_eq!(one.names, two.names);
+        assert_eq!(one.spellings, two.spellings);
+        assert_eq!(one.first_spelling, two.first_spelling);
     }
 
     #[test]
