@@ -117,42 +117,47 @@ pub async fn claim(
     lease: Duration,
     in_flight: &[i64],
 ) -> Result<Vec<ClaimedRow>> {
-    sqlx::query_as::<_, ClaimedRow>(
+    sqlx::query_as::<_, ClaimedRow>(&format!(
         // Two index scans (orphaned processing rows, due pending rows), each
         // locking at most n rows, then the best n of both: never a scan of
         // the event's whole backlog. Nothing is claimed while the event is
         // paused: `pause` commits under the event lock, which the caller
         // holds, so this sees a pause that committed before the claim.
+        //
+        // The batch size is part of the text, not a parameter: with LIMIT
+        // known, PostgreSQL's generic plan for this prepared statement is
+        // the custom one, so it stops planning every claim (with LIMIT $n
+        // it estimated 10% of the queue, a sequential scan, and re-planned
+        // each time: 0.26 ms a claim).
         "WITH running AS (
              SELECT NOT EXISTS (SELECT 1 FROM matchmaking_event_state
                                  WHERE event_id = $1 AND paused_at IS NOT NULL) AS yes),
          orphans AS (
              SELECT id, priority, enqueued_at FROM matchmaking_queue
-              WHERE event_id = $1 AND status = 'processing' AND id <> ALL($5)
+              WHERE event_id = $1 AND status = 'processing' AND id <> ALL($4)
                 AND (SELECT yes FROM running)
               ORDER BY priority DESC, enqueued_at, id
-              LIMIT $2
+              LIMIT {n}
               FOR UPDATE SKIP LOCKED),
          due AS (
              SELECT id, priority, enqueued_at FROM matchmaking_queue
               WHERE event_id = $1 AND status = 'pending' AND available_at <= now()
                 AND (SELECT yes FROM running)
               ORDER BY priority DESC, enqueued_at, id
-              LIMIT $2
+              LIMIT {n}
               FOR UPDATE SKIP LOCKED),
          picked AS (
              SELECT id FROM (SELECT * FROM orphans UNION ALL SELECT * FROM due) c
               ORDER BY priority DESC, enqueued_at, id
-              LIMIT $2)
+              LIMIT {n})
          UPDATE matchmaking_queue q
-            SET status = 'processing', attempts = q.attempts + 1, locked_by = $3,
-                locked_until = now() + make_interval(secs => $4), claimed_at = now()
+            SET status = 'processing', attempts = q.attempts + 1, locked_by = $2,
+                locked_until = now() + make_interval(secs => $3), claimed_at = now()
            FROM picked WHERE q.id = picked.id
          RETURNING q.id, q.user_id, q.attempts,
                    extract(epoch FROM now() - q.enqueued_at)::float8 AS waited_seconds",
-    )
+    ))
     .bind(event)
-    .bind(n)
     .bind(worker)
     .bind(lease.as_secs_f64())
     .bind(in_flight)
