@@ -18,7 +18,8 @@ const EXACT_MEMBERS: usize = 4;
 type Members = Option<([Uuid; EXACT_MEMBERS], u8)>;
 
 /// What the scorer needs to know of a list without reading it: whether it
-/// is full and its weakest entry, and a 64-bit fingerprint of its members.
+/// is full and its weakest entry, and a 256-bit fingerprint of its members
+/// (the members themselves, for a short list, are in [`Summaries`]).
 /// Reading the list itself is a random memory access per attendee; the
 /// summaries are one array in participant order.
 #[derive(Debug, Clone, Copy)]
