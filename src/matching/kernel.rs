@@ -557,10 +557,10 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     exact().dot(a, b)
 }
 
-/// How many worker threads a kernel call may use.
+/// How many threads a kernel call may use: those of rayon's pool, which
+/// runs them (at most 8).
 fn threads() -> usize {
-    static T: OnceLock<usize> = OnceLock::new();
-    *T.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8))
+    rayon::current_num_threads().clamp(1, 8)
 }
 
 /// Below this many multiply-adds a call stays on the calling thread.

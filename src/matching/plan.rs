@@ -148,9 +148,9 @@ fn bump_candidates(
         // Past the end of the row (no score: never enters): lists that may
         // hold the attendee, and those without a packed summary (none after
         // a fill), when clean.
-        for i in row.len()..n {
-            let holds = i >= packed || (members[i] & bit.1 != 0 && summaries.may_hold(i, &user.user_id, bit));
-            if clean[i] && me != Some(i) && holds {
+        for (i, &is_clean) in clean.iter().enumerate().take(n).skip(row.len()) {
+            let holds = i >= packed || summaries.may_hold(i, &user.user_id, bit);
+            if is_clean && me != Some(i) && holds {
                 candidates.push(i as u32);
             }
         }
@@ -160,7 +160,7 @@ fn bump_candidates(
         if !is_clean || me == Some(i) {
             continue;
         }
-        if i < packed && (members[i] & bit.1 == 0 || !summaries.may_hold(i, &user.user_id, bit)) {
+        if i < packed && !summaries.may_hold(i, &user.user_id, bit) {
             // Not a member: look only if the attendee may enter. A NaN
             // score (not an eligible pair) compares false both ways.
             let s = row.get(i).copied().unwrap_or(f32::NAN);

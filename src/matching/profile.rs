@@ -232,10 +232,7 @@ impl Participant {
             Ok(list) => {
                 let mut ids = Vec::with_capacity(list.len());
                 for (key, display) in &list {
-                    let Some(text) = tags.spelling_id(display) else {
-                        continue;
-                    };
-                    if let Some(id) = tags.intern_key(key, text) {
+                    if let Some((id, text)) = tags.intern_normalized(key, display) {
                         ids.push(id);
                         push(&mut spellings, id, text);
                     }
@@ -247,10 +244,7 @@ impl Participant {
         });
         let mut keywords: Vec<u32> = Vec::new();
         for (key, display) in &words {
-            let Some(text) = tags.spelling_id(display) else {
-                continue;
-            };
-            if let Some(id) = tags.intern_key(key, text) {
+            if let Some((id, text)) = tags.intern_normalized(key, display) {
                 if !keywords.contains(&id) {
                     keywords.push(id);
                     push(&mut spellings, id, text);
@@ -604,8 +598,13 @@ impl TagInterner {
     /// `None` when it normalises to nothing.
     pub fn intern_spelled(&mut self, tag: &str) -> Option<(u32, u32)> {
         let key = normalize_tag(tag)?;
-        let text = self.spelling_id(&display_tag(tag))?;
-        let id = self.intern_key(&key, text)?;
+        self.intern_normalized(&key, &display_tag(tag))
+    }
+
+    /// The ids of an already normalised key and of its spelling `display`.
+    fn intern_normalized(&mut self, key: &str, display: &str) -> Option<(u32, u32)> {
+        let text = self.spelling_id(display)?;
+        let id = self.intern_key(key, text)?;
         Some((id, text))
     }
 
