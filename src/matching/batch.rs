@@ -109,6 +109,16 @@ impl<'a> BatchDirty<'a> {
         }
     }
 
+    /// Per participant index: no queue work at the start of the batch
+    /// (neither other open rows nor a row of this batch).
+    fn clean(&self) -> Vec<bool> {
+        self.other_work
+            .iter()
+            .zip(&self.unrepaired)
+            .map(|(&other, &mine)| !(other | mine))
+            .collect()
+    }
+
     fn repaired(&mut self, user: &Uuid) {
         if let Some(i) = self.event.index_of(user) {
             self.unrepaired[i] = false;
@@ -213,12 +223,7 @@ pub fn score_batch(
     // Each attendee's own list and the lists their bump must look at, decided
     // in parallel against the lists as they were when the batch started.
     summaries.fill(event, lists);
-    let clean: Vec<bool> = event
-        .participants()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| !dirty.is_dirty_at(i, &p.user_id))
-        .collect();
+    let clean = dirty.clean();
     let t2 = Instant::now();
     let plans = plan_all(event, summaries, &clean, &users, &mut score_rows, bounds.as_deref());
     let t3 = Instant::now();

@@ -9,7 +9,6 @@ use super::score::Algorithm;
 use super::topk::{Entry, TopK};
 use super::IdMap;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// The settings of an event that scoring depends on.
@@ -39,8 +38,10 @@ pub struct Event {
     pub(super) company: Vec<u32>,
     pub(super) companies: HashMap<String, u32>,
     /// Per participant, for cosine-v1 on a CPU with an approximate kernel
-    /// path: the vector in 16 bits, for [`Event::approx_rows`].
-    pub(super) approx: Vec<Option<Arc<kernel::ApproxVector>>>,
+    /// path: the vector in 16 bits, for [`Event::approx_rows`]. Inline, so
+    /// that a batch's pass over every candidate's length and format reads
+    /// this one array instead of a heap object per participant.
+    pub(super) approx: Vec<Option<kernel::ApproxVector>>,
     /// At least the norm of every vector (only ever raised).
     pub(super) max_norm: f32,
     /// As stored in `match_exclusions` (user, excluded user); checked both ways.
@@ -56,6 +57,23 @@ pub struct Event {
 
 /// The company id of an attendee without a company (never equal to any).
 pub(super) const NO_COMPANY: u32 = u32::MAX;
+
+/// Adds or removes participant `i` in the postings of `p`'s tags.
+fn post(postings: &mut [IdMap<u32, Vec<u32>>; 4], p: &Participant, i: usize, add: bool) {
+    let Ok(at) = u32::try_from(i) else { return };
+    let fields: [&[u32]; 4] = [&p.interests, &p.looking_for, &p.offering, &p.keywords];
+    for (postings, tags) in postings.iter_mut().zip(fields) {
+        for t in tags {
+            if add {
+                postings.entry(*t).or_default().push(at);
+            } else if let Some(list) = postings.get_mut(t) {
+                if let Some(pos) = list.iter().position(|x| *x == at) {
+                    list.swap_remove(pos);
+                }
+            }
+        }
+    }
+}
 
 /// Score rows use NaN for "not an eligible pair" (real scores are never NaN).
 pub(super) fn score_at(row: &[f32], i: usize) -> Option<f32> {
@@ -98,14 +116,14 @@ impl Event {
             (Ok(Algorithm::CosineV1), Embedding::Valid(v)) if kernel::approx_available() => {
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
                 self.max_norm = self.max_norm.max(norm * 1.0001);
-                Some(Arc::new(kernel::to_approx(v)))
+                Some(kernel::to_approx(v))
             }
             _ => None,
         };
         let i = match self.index.get(&p.user_id) {
             Some(&i) => {
                 let old = std::mem::replace(&mut self.participants[i], p);
-                self.post(&old, i, false);
+                post(&mut self.postings, &old, i, false);
                 self.matchable[i] = matchable;
                 self.company[i] = company;
                 self.approx[i] = half;
@@ -121,25 +139,7 @@ impl Event {
                 i
             }
         };
-        let p = self.participants[i].clone();
-        self.post(&p, i, true);
-    }
-
-    /// Adds or removes participant `i` in the postings of `p`'s tags.
-    fn post(&mut self, p: &Participant, i: usize, add: bool) {
-        let Ok(at) = u32::try_from(i) else { return };
-        let fields: [&[u32]; 4] = [&p.interests, &p.looking_for, &p.offering, &p.keywords];
-        for (postings, tags) in self.postings.iter_mut().zip(fields) {
-            for t in tags {
-                if add {
-                    postings.entry(*t).or_default().push(at);
-                } else if let Some(list) = postings.get_mut(t) {
-                    if let Some(pos) = list.iter().position(|x| *x == at) {
-                        list.swap_remove(pos);
-                    }
-                }
-            }
-        }
+        post(&mut self.postings, &self.participants[i], i, true);
     }
 
     /// Records that `a` asked never to be matched with `b` (which works both ways).

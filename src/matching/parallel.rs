@@ -48,6 +48,19 @@ pub fn map_rows_with<S, R: Send>(
         .collect()
 }
 
+/// `len` NaNs (the "not an eligible pair" of score rows), written on all
+/// cores: at 100,000 attendees a batch's rows are 8 MB of fresh pages, and
+/// touching them costs as much as the write.
+pub fn nan_filled(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    if len < MIN_PARALLEL_ELEMENTS {
+        v.resize(len, f32::NAN);
+    } else {
+        v.par_extend(rayon::iter::repeat_n(f32::NAN, len));
+    }
+    v
+}
+
 /// [`map_rows_with`] without per-thread state.
 pub fn map_rows<R: Send>(rows: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) -> R + Sync) -> Vec<R> {
     map_rows_with(rows, n, || (), |_, j, row| f(j, row))
@@ -56,6 +69,21 @@ pub fn map_rows<R: Send>(rows: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nan_filled_is_all_nan_at_any_length() {
+        for len in [
+            0,
+            1,
+            MIN_PARALLEL_ELEMENTS - 1,
+            MIN_PARALLEL_ELEMENTS,
+            3 * MIN_PARALLEL_ELEMENTS + 7,
+        ] {
+            let v = nan_filled(len);
+            assert_eq!(v.len(), len);
+            assert!(v.iter().all(|x| x.is_nan()));
+        }
+    }
 
     #[test]
     fn every_row_once_in_order_whatever_the_split() {

@@ -124,7 +124,7 @@ impl Event {
     /// by pair, bit for bit.
     pub fn score_rows(&self, users: &[&Participant]) -> Vec<f32> {
         let n = self.participants.len();
-        let mut out = vec![f32::NAN; users.len() * n];
+        let mut out = super::parallel::nan_filled(users.len() * n);
         let Ok(alg) = self.settings.algorithm else {
             return out;
         };
@@ -240,25 +240,19 @@ impl Event {
         }
         let len = len?;
         // The same candidates as the exact rows: matchable, with a vector
-        // of the queries' length.
+        // of the queries' length (`approx` holds exactly the valid vectors).
         let cands: Vec<Option<&kernel::ApproxVector>> = self
-            .participants
+            .approx
             .iter()
             .zip(&self.matchable)
-            .zip(&self.approx)
-            .map(|((p, &m), h)| match (&p.embedding, h) {
-                (Embedding::Valid(v), Some(h)) if m && v.len() == len => Some(&**h),
-                _ => None,
-            })
+            .map(|(h, &m)| h.as_ref().filter(|h| m && h.len() == len))
             .collect();
-        let mut out = vec![f32::NAN; users.len() * n];
+        let mut out = super::parallel::nan_filled(users.len() * n);
         if !kernel::dots_approx(&queries, &cands, &mut out) {
             return None;
         }
         // Clamping moves no pair further from its exact score.
-        for (row, u) in out.chunks_mut(n.max(1)).zip(users) {
-            self.cosine_eligible(row, u);
-        }
+        super::parallel::map_rows(&mut out, n, |r, row| self.cosine_eligible(row, users[r]));
         Some((out, bounds))
     }
 

@@ -53,6 +53,21 @@ pub struct Summaries {
     /// Per list, its members when it is short; valid where `each` is `Some`
     /// (both are set together, and a change forgets `each`).
     held: Vec<Members>,
+    /// Lists forgotten since the last packing (duplicates allowed): the
+    /// only packed entries the next [`Summaries::fill`] recomputes.
+    stale: Vec<usize>,
+    /// The K the summaries were computed for (`fits` and `weakest` depend on it).
+    k: usize,
+}
+
+/// A summary as the plans' scan reads it: the gate score and the member
+/// filter's words; a list that must always be looked at (unknown, or
+/// longer than K) gets −∞ and all ones.
+fn packed(s: Option<ListSummary>) -> (f32, [u64; 4]) {
+    match s {
+        Some(s) if s.fits => (s.weakest.map_or(f32::NEG_INFINITY, |w| w.score), s.members),
+        _ => (f32::NEG_INFINITY, [u64::MAX; 4]),
+    }
 }
 
 impl Summaries {
@@ -60,6 +75,7 @@ impl Summaries {
     pub fn clear(&mut self) {
         self.each.clear();
         self.held.clear();
+        self.stale.clear();
         self.gate.clear();
         for m in &mut self.members {
             m.clear();
@@ -95,23 +111,33 @@ impl Summaries {
         s
     }
 
-    /// Computes every missing summary and packs them all, so that [`super::plan`]
-    /// can read them from several threads.
+    /// Computes every missing summary and packs them, so that [`super::plan`]
+    /// can read them from several threads. Only the lists forgotten since
+    /// the last fill and the participants added since are recomputed: the
+    /// other packed entries come from summaries that have not changed (a
+    /// summary only changes by [`Summaries::forget`] or [`Summaries::clear`]).
     pub fn fill(&mut self, event: &Event, lists: &Lists) {
-        let k = event.k();
-        let n = event.participants().len();
-        for (i, p) in event.participants().iter().enumerate() {
-            self.get(i, &p.user_id, lists, k);
+        let participants = event.participants();
+        self.pack(event.k(), participants.len(), |i| participants[i].user_id, lists);
+    }
+
+    /// [`Summaries::fill`] for `n` lists, list `i` owned by `owner(i)`.
+    fn pack(&mut self, k: usize, n: usize, owner: impl Fn(usize) -> Uuid, lists: &Lists) {
+        if k != self.k || self.gate.len() > n {
+            self.clear();
+            self.k = k;
         }
-        self.gate.clear();
-        for m in &mut self.members {
-            m.clear();
+        for i in std::mem::take(&mut self.stale) {
+            if i < self.gate.len() {
+                let (gate, members) = packed(Some(self.get(i, &owner(i), lists, k)));
+                self.gate[i] = gate;
+                for (w, m) in members.into_iter().enumerate() {
+                    self.members[w][i] = m;
+                }
+            }
         }
-        for s in self.each.iter().take(n) {
-            let (gate, members) = match s {
-                Some(s) if s.fits => (s.weakest.map_or(f32::NEG_INFINITY, |w| w.score), s.members),
-                _ => (f32::NEG_INFINITY, [u64::MAX; 4]),
-            };
+        for i in self.gate.len()..n {
+            let (gate, members) = packed(Some(self.get(i, &owner(i), lists, k)));
             self.gate.push(gate);
             for (w, m) in members.into_iter().enumerate() {
                 self.members[w].push(m);
@@ -146,6 +172,7 @@ impl Summaries {
                 *word = u64::MAX;
             }
         }
+        self.stale.push(i);
     }
 }
 
@@ -169,6 +196,62 @@ mod tests {
             .find(|b| fingerprint(b) == bit)
             .expect("256 buckets: a collision comes quickly");
         (a, b)
+    }
+
+    /// Random lists of 0 to 5 entries over a pool of ids.
+    fn random_list(rng: &mut u64, pool: &[Uuid]) -> Vec<Entry> {
+        let mut next = || {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng
+        };
+        let len = (next() % 6) as usize;
+        (0..len)
+            .map(|r| Entry::new(pool[(next() % pool.len() as u64) as usize], 0.9 - r as f32 * 0.1))
+            .collect()
+    }
+
+    #[test]
+    fn packing_only_the_forgotten_lists_equals_packing_all() {
+        let owners: Vec<Uuid> = (0..300u128).map(|i| Uuid::from_u128(i * 7_919 + 1)).collect();
+        let pool: Vec<Uuid> = (0..50u128).map(|i| Uuid::from_u128(1 << 64 | i)).collect();
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut lists = Lists::default();
+        for o in &owners[..200] {
+            lists.insert(*o, random_list(&mut rng, &pool));
+        }
+        let mut kept = Summaries::default();
+        kept.pack(3, 200, |i| owners[i], &lists);
+        for round in 0..5 {
+            // Some lists change (and are forgotten, as the repairs do), and
+            // the event grows.
+            for step in 0..40 {
+                let i = (round * 53 + step * 31) % 200;
+                lists.insert(owners[i], random_list(&mut rng, &pool));
+                kept.forget(Some(i));
+            }
+            let n = 200 + 20 * (round + 1);
+            for o in &owners[n - 20..n] {
+                lists.insert(*o, random_list(&mut rng, &pool));
+            }
+            kept.pack(3, n, |i| owners[i], &lists);
+            let mut fresh = Summaries::default();
+            fresh.pack(3, n, |i| owners[i], &lists);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&kept.gate), bits(&fresh.gate), "round {round}");
+            assert_eq!(kept.members, fresh.members, "round {round}");
+            for (i, u) in pool.iter().enumerate() {
+                let bit = fingerprint(u);
+                assert_eq!(kept.may_hold(i, u, bit), fresh.may_hold(i, u, bit));
+            }
+        }
+        // Another K recomputes everything.
+        kept.pack(2, 300, |i| owners[i], &lists);
+        let mut fresh = Summaries::default();
+        fresh.pack(2, 300, |i| owners[i], &lists);
+        assert_eq!(kept.members, fresh.members);
+        assert_eq!(kept.gate.len(), 300);
     }
 
     #[test]
