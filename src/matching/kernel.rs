@@ -566,6 +566,13 @@ fn threads() -> usize {
 /// Below this many multiply-adds a call stays on the calling thread.
 const PARALLEL_MIN_WORK: usize = 2_000_000;
 
+/// Candidate ranges per thread of a parallel call (see `run_parallel_with`).
+const RANGES_PER_THREAD: usize = 4;
+
+/// The fewest candidates in a range of a parallel call: each range converts
+/// the queries and collects its columns once.
+const MIN_RANGE: usize = 1_024;
+
 /// Dot products of every query with every candidate: `out[q * n + k]` is
 /// `dot(queries[q], cands[k])` where `cands[k]` is `Some` and has the
 /// query's length, and stays as it was otherwise. Equal to calling [`dot`]
@@ -775,8 +782,16 @@ fn run_parallel_with<C: Sync + Copy>(
         block_fn(qs, cs, &mut whole);
         return;
     }
-    let chunk = n.div_ceil(t);
-    let ranges: Vec<(usize, usize)> = (0..t).map(|i| ((i * chunk).min(n), ((i + 1) * chunk).min(n))).collect();
+    // A few ranges per thread, not one: PostgreSQL shares these cores, and
+    // with one range each a thread that loses its core holds the whole call
+    // up while the other waits; smaller ranges are picked up by whichever
+    // thread is running (rayon steals them).
+    let parts = (t * RANGES_PER_THREAD).min(n.div_ceil(MIN_RANGE)).max(t);
+    let chunk = n.div_ceil(parts);
+    let ranges: Vec<(usize, usize)> = (0..parts)
+        .map(|i| ((i * chunk).min(n), ((i + 1) * chunk).min(n)))
+        .filter(|(lo, hi)| lo < hi)
+        .collect();
     let parts = whole.split_columns(&ranges);
     rayon::scope(|s| {
         for (mut part, &(lo, hi)) in parts.into_iter().zip(&ranges) {

@@ -1,6 +1,6 @@
 //! The one way the pure core splits work across cores: rows of a row-major
-//! matrix, in contiguous runs per thread of rayon's pool (threads that live
-//! as long as the process: a batch spawns none), results in row order.
+//! matrix, in contiguous runs on rayon's pool (threads that live as long as
+//! the process: a batch spawns none), results in row order.
 
 use rayon::prelude::*;
 
@@ -8,8 +8,11 @@ use rayon::prelude::*;
 /// work to other threads costs more than it saves).
 const MIN_PARALLEL_ELEMENTS: usize = 50_000;
 
+/// Runs of rows per thread of a parallel call (see [`map_rows_with`]).
+const RUNS_PER_THREAD: usize = 4;
+
 /// `f(state, j, row)` for every row `j` of `rows` (rows of length `n`),
-/// with one `state` per thread made by `init`, split across the available
+/// with one `state` per run of rows made by `init`, split across the available
 /// cores when the matrix is large enough. Returns the results in row order.
 /// The split never changes a result: each row is computed by exactly one
 /// call, on whichever thread.
@@ -32,19 +35,14 @@ pub fn map_rows_with<S, R: Send>(
             .map(|(j, row)| f(&mut state, j, row))
             .collect();
     }
-    // One contiguous run of rows per thread of rayon's pool (one state
-    // each), collected in row order.
-    let per = count.div_ceil(threads);
-    rows.par_chunks_mut(per * n)
+    // Rows handed out a few runs per thread, not one run each: PostgreSQL
+    // shares these cores, and a thread that loses its core would hold the
+    // whole call up. One state per run rayon splits off (at most a few
+    // per thread), results collected in row order.
+    rows.par_chunks_mut(n)
         .enumerate()
-        .flat_map_iter(|(c, chunk)| {
-            let mut state = init();
-            chunk
-                .chunks_mut(n)
-                .enumerate()
-                .map(|(j, row)| f(&mut state, c * per + j, row))
-                .collect::<Vec<_>>()
-        })
+        .with_min_len(count.div_ceil(threads * RUNS_PER_THREAD))
+        .map_init(&init, |state, (j, row)| f(state, j, row))
         .collect()
 }
 
