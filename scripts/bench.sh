@@ -27,6 +27,9 @@
 #   --metrics-scrape S join mode: the daemon serves --metrics-addr and /metrics
 #                      is scraped every S seconds (default: metrics off);
 #                      compare daemon_cpu_ms_per_join with and without
+#   --daemon           cold mode: drain with W `matchmaker daemon` processes
+#                      (stopped with SIGTERM once drained) instead of
+#                      re-invoked `matchmaker run`
 #   --max-runtime 45s  `matchmaker run --max-runtime` (default 45s)
 #   --timeout SECS     give up when the queue has not drained (default 3600)
 #   --log FILE         worker log file

@@ -79,6 +79,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="join mode: run the daemon with --metrics-addr and scrape /metrics every SECS seconds "
         "(default: metrics off), to measure what metrics cost",
     )
+    p.add_argument(
+        "--daemon",
+        action="store_true",
+        help="cold mode: drain with W long-running `matchmaker daemon` processes instead of `run` invocations",
+    )
     p.add_argument("--max-runtime", default="45s", help="`matchmaker run --max-runtime` (default 45s)")
     p.add_argument("--timeout", type=float, default=3600, help="give up draining after this many seconds")
     p.add_argument("--log", help="worker log file (default target/bench/<mode>-<time>.log)")
@@ -99,6 +104,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.metrics_scrape is not None and (a.mode != "join" or a.metrics_scrape <= 0):
         p.error("--metrics-scrape needs --mode join and a positive interval")
+    if a.daemon and a.mode != "cold":
+        p.error("--daemon needs --mode cold")
     if a.check_verifier and a.mode != "cold":
         p.error("--check-verifier needs --mode cold")
     if a.n < 2:
@@ -340,6 +347,39 @@ def drain(
     )
 
 
+def drain_daemons(runner: Runner, session: Session, event_id: str, code: str, workers: int, timeout: float) -> DrainStats:
+    """Runs `workers` `matchmaker daemon` processes for the event until it has
+    no pending or processing queue row, then stops them with SIGTERM. A daemon
+    that exits on its own before that is an error."""
+    start = time.monotonic()
+    daemons = [runner.spawn("daemon", "--event", code) for _ in range(workers)]
+    try:
+        while has_open_rows(session, event_id):
+            for d in daemons:
+                if d.poll():
+                    raise RuntimeError(f"a daemon exited {d.returncode} before the queue drained; see {runner.log_path}")
+            if time.monotonic() - start > timeout:
+                raise RuntimeError(f"the queue did not drain within {timeout:.0f}s")
+            time.sleep(0.02)
+        drained_at = time.monotonic()
+    finally:
+        for d in daemons:
+            if not d.poll():
+                d.stop(grace=30)
+            runner.log.write(d.stdout.encode())
+    failed = sum(1 for d in daemons if d.returncode != 0)
+    if failed:
+        log(f"{failed} daemon(s) exited non-zero on SIGTERM; see {runner.log_path}")
+    return DrainStats(
+        wall_s=drained_at - start,
+        processes_s=time.monotonic() - start,
+        invocations=workers,
+        peak_rss_kb=max(d.maxrss_kb for d in daemons),
+        failed_invocations=failed,
+        stop_reasons={"sigterm": workers},
+    )
+
+
 # --------------------------------------------------------------------------
 # Loading an event
 # --------------------------------------------------------------------------
@@ -404,8 +444,12 @@ def cold_phase(args, scratch: Scratch, runner: Runner, session: Session, attende
     since = session.scalar("SELECT clock_timestamp()")
     session.rows("SELECT pg_stat_statements_reset()")
     writes_before = scratch.match_writes(session)
-    log(f"matching {len(attendees)} attendees with {args.workers} worker process(es) ({args.algorithm}, K={args.k})")
-    stats = drain(runner, session, event_id, args.workers, args.max_runtime, args.timeout)
+    kind = "daemon" if getattr(args, "daemon", False) else "worker"
+    log(f"matching {len(attendees)} attendees with {args.workers} {kind} process(es) ({args.algorithm}, K={args.k})")
+    if kind == "daemon":
+        stats = drain_daemons(runner, session, event_id, code, args.workers, args.timeout)
+    else:
+        stats = drain(runner, session, event_id, args.workers, args.max_runtime, args.timeout)
     scratch.wait_for_worker_sessions(session)
     statements = scratch.statements(session)
     if os.environ.get("BENCH_TOP_STATEMENTS"):
@@ -435,6 +479,7 @@ def cold_phase(args, scratch: Scratch, runner: Runner, session: Session, attende
         "algorithm": args.algorithm,
         "k": args.k,
         "workers": args.workers,
+        "drained_by": kind,
         "wall_s": round(stats.wall_s, 3),
         "invocations": stats.invocations,
         "rows_claimed": int(claimed),
