@@ -195,6 +195,20 @@ pub struct RunSummary {
 pub struct Session {
     worker_id: String,
     cache: cache::EventCache,
+    /// The lock connection of the last run, when it ended cleanly (no
+    /// transaction, no event lock): the next run's, if still fresh. Opening
+    /// one is most of a join's claim time otherwise.
+    lock_conn: Option<KeptConn>,
+}
+
+/// A lock connection kept between runs (see [`Session`]).
+struct KeptConn {
+    conn: sqlx::PgConnection,
+    /// When the run that used it ended.
+    since: std::time::Instant,
+    /// The lease it was opened for: the server ends the session after that
+    /// long idle (`idle_session_timeout`).
+    lease: Duration,
 }
 
 impl Session {
@@ -202,6 +216,7 @@ impl Session {
         Self {
             worker_id: worker_id(),
             cache: cache::EventCache::default(),
+            lock_conn: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use super::cache::EventCache;
 use super::pipeline::BatchError;
-use super::{RunSummary, RunTotals, Session, StopReason, WorkerOptions};
+use super::{KeptConn, RunSummary, RunTotals, Session, StopReason, WorkerOptions};
 use crate::store::jobs;
 use crate::store::queue::{self, GiveBack};
 use crate::store::{DbResult, StoreError};
@@ -98,13 +98,14 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunSummary> {
     let started = Instant::now();
+    let lock_conn = kept_lock_conn(session, opts.lease).await;
     let mut w = Worker {
         pool: pool.clone(),
         connect: connect.clone(),
         worker_id: session.worker_id.clone(),
         run_id: Uuid::new_v4(),
         cache: std::mem::take(&mut session.cache),
-        lock_conn: None,
+        lock_conn,
         totals: RunTotals::default(),
         shutdown,
         last_heartbeat: started,
@@ -131,15 +132,26 @@ pub(super) async fn run(
 
     let deadline = w.opts.max_runtime.map(|d| started + d);
     let span = info_span!("run", run.id = %w.run_id);
+    let mut hard_stop = false;
     let outcome = match deadline {
         Some(d) => match tokio::time::timeout_at(d + HARD_STOP_GRACE, w.drain(deadline).instrument(span)).await {
             Ok(r) => r,
             Err(_) => {
                 warn!("hard stop: a database call outlived the deadline; abandoning the batch");
+                hard_stop = true;
                 Ok(StopReason::Deadline)
             }
         },
         None => w.drain(None).instrument(span).await,
+    };
+    // A run that ended cleanly released its event locks (`Worker::drain`)
+    // and has no transaction open: its connection may serve the next run.
+    // After a hard stop or an error it may be in any state, and closing it
+    // is what releases its locks.
+    let keep = if outcome.is_ok() && !hard_stop {
+        w.lock_conn.take()
+    } else {
+        None
     };
     // Whatever this worker still holds (a hard stop may have cut a claim or
     // a write short) goes back at once, found by worker id in the database.
@@ -150,6 +162,11 @@ pub(super) async fn run(
     if outcome.is_ok() {
         session.cache = std::mem::take(&mut w.cache);
     }
+    session.lock_conn = keep.map(|conn| KeptConn {
+        conn,
+        since: std::time::Instant::now(),
+        lease: w.opts.lease,
+    });
     let (reason, error) = match &outcome {
         Ok(r) => (r.as_str(), None),
         Err(e) => ("error", Some(error_chain(e))),
@@ -202,6 +219,23 @@ async fn release_held(pool: &PgPool, worker: &str) -> u64 {
         Err(_) => {
             warn!("releasing rows timed out; the next batch of their event takes them over");
             0
+        }
+    }
+}
+
+/// The previous run's lock connection when it is safe to use again: opened
+/// for this lease, idle for less than half of it (the server closes a
+/// session idle for the whole lease), and answering a ping.
+async fn kept_lock_conn(session: &mut Session, lease: Duration) -> Option<PgConnection> {
+    let mut kept = session
+        .lock_conn
+        .take()
+        .filter(|k| k.lease == lease && k.since.elapsed() < lease / 2)?;
+    match sqlx::Connection::ping(&mut kept.conn).await {
+        Ok(()) => Some(kept.conn),
+        Err(e) => {
+            debug!(error = %e, "the kept lock connection is gone; opening another");
+            None
         }
     }
 }
@@ -362,6 +396,7 @@ impl Worker {
             let conn = crate::db::connect_one(&self.connect, session)
                 .await
                 .context("opening the worker's lock connection")?;
+            debug!("opened a lock connection");
             self.lock_conn = Some(conn);
         }
         self.lock_conn

@@ -69,6 +69,63 @@ async fn the_daemon_wakes_on_new_rows_and_stops_on_sigterm(pool: PgPool) {
     assert!(status.success(), "daemon exit status {status}");
 }
 
+/// Runs of the daemon reuse one lock connection while it stays fresh:
+/// opening one per wake-up (a new backend, with cold caches and no prepared
+/// statements) was most of a join's worker time.
+#[sqlx::test(migrator = "matchmaker::MIGRATOR")]
+async fn the_daemon_keeps_its_lock_connection_across_runs(pool: PgPool) {
+    let url = worker_url(&pool).await;
+    let ev = create_event(&pool, "joins", "hybrid-v1", 3).await;
+    let log_path = std::env::temp_dir().join(format!("matchmaker-daemon-{}.log", uuid::Uuid::new_v4()));
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_matchmaker"))
+        .args(["daemon", "--schedule", "0 0 0 1 1 *"])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "matchmaker=debug")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn daemon");
+    let runs = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM matchmaking_runs WHERE command = 'daemon' AND finished_at IS NOT NULL AND claimed > 0",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("runs")
+    };
+    // One attendee at a time, each drained by a run of its own.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    for join in 1..=5 {
+        insert_profile(&pool, ev, &random_profile(&mut rng, 0)).await;
+        let started = Instant::now();
+        while runs().await < join {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "join {join} was not drained"
+            );
+            assert!(
+                daemon.try_wait().expect("try_wait").is_none(),
+                "the daemon exited early"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_exact(&pool, ev, "drained one join at a time").await;
+    let term = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let status = wait_exit(&mut daemon, Duration::from_secs(10)).await;
+    assert!(status.success(), "daemon exit status {status}");
+    let text = std::fs::read_to_string(&log_path).expect("daemon log");
+    let _ = std::fs::remove_file(&log_path);
+    let opened = text.matches("opened a lock connection").count();
+    assert_eq!(opened, 1, "5 runs with work opened {opened} lock connections:\n{text}");
+}
+
 #[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn a_bad_schedule_is_refused(pool: PgPool) {
     let url = worker_url(&pool).await;
