@@ -7,6 +7,17 @@ use sqlx::PgPool;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// SIGTERM, then a clean exit within 10 s.
+async fn stop_cleanly(daemon: &mut std::process::Child) {
+    let term = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let status = wait_exit(daemon, Duration::from_secs(10)).await;
+    assert!(status.success(), "daemon exit status {status}");
+}
+
 #[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn the_daemon_wakes_on_new_rows_and_stops_on_sigterm(pool: PgPool) {
     let url = worker_url(&pool).await;
@@ -60,13 +71,7 @@ async fn the_daemon_wakes_on_new_rows_and_stops_on_sigterm(pool: PgPool) {
     }
     assert_exact(&pool, ev, "drained by the daemon").await;
 
-    let term = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(term.success());
-    let status = wait_exit(&mut daemon, Duration::from_secs(10)).await;
-    assert!(status.success(), "daemon exit status {status}");
+    stop_cleanly(&mut daemon).await;
 }
 
 /// Runs of the daemon reuse one lock connection while it stays fresh:
@@ -113,13 +118,7 @@ async fn the_daemon_keeps_its_lock_connection_across_runs(pool: PgPool) {
         }
     }
     assert_exact(&pool, ev, "drained one join at a time").await;
-    let term = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(term.success());
-    let status = wait_exit(&mut daemon, Duration::from_secs(10)).await;
-    assert!(status.success(), "daemon exit status {status}");
+    stop_cleanly(&mut daemon).await;
     let text = std::fs::read_to_string(&log_path).expect("daemon log");
     let _ = std::fs::remove_file(&log_path);
     let opened = text.matches("opened a lock connection").count();
