@@ -61,12 +61,13 @@ pub struct Summaries {
 }
 
 /// A summary as the plans' scan reads it: the gate score and the member
-/// filter's words; a list that must always be looked at (unknown, or
-/// longer than K) gets −∞ and all ones.
-fn packed(s: Option<ListSummary>) -> (f32, [u64; 4]) {
-    match s {
-        Some(s) if s.fits => (s.weakest.map_or(f32::NEG_INFINITY, |w| w.score), s.members),
-        _ => (f32::NEG_INFINITY, [u64::MAX; 4]),
+/// filter's words; a list that must always be looked at (longer than K)
+/// gets −∞ and all ones.
+fn packed(s: ListSummary) -> (f32, [u64; 4]) {
+    if s.fits {
+        (s.weakest.map_or(f32::NEG_INFINITY, |w| w.score), s.members)
+    } else {
+        (f32::NEG_INFINITY, [u64::MAX; 4])
     }
 }
 
@@ -127,20 +128,18 @@ impl Summaries {
             self.clear();
             self.k = k;
         }
-        for i in std::mem::take(&mut self.stale) {
-            if i < self.gate.len() {
-                let (gate, members) = packed(Some(self.get(i, &owner(i), lists, k)));
-                self.gate[i] = gate;
-                for (w, m) in members.into_iter().enumerate() {
-                    self.members[w][i] = m;
-                }
-            }
+        // The forgotten lists among those packed, then the new ones.
+        let was = self.gate.len();
+        self.gate.resize(n, f32::NEG_INFINITY);
+        for m in &mut self.members {
+            m.resize(n, u64::MAX);
         }
-        for i in self.gate.len()..n {
-            let (gate, members) = packed(Some(self.get(i, &owner(i), lists, k)));
-            self.gate.push(gate);
+        let stale = std::mem::take(&mut self.stale);
+        for i in stale.into_iter().filter(|&i| i < was).chain(was..n) {
+            let (gate, members) = packed(self.get(i, &owner(i), lists, k));
+            self.gate[i] = gate;
             for (w, m) in members.into_iter().enumerate() {
-                self.members[w].push(m);
+                self.members[w][i] = m;
             }
         }
     }
@@ -186,6 +185,7 @@ pub(super) fn fingerprint(user: &Uuid) -> (usize, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
 
     /// Two ids of the same filter bit, the first of them from `start` on.
     fn colliding(start: u128) -> (Uuid, Uuid) {
@@ -199,16 +199,9 @@ mod tests {
     }
 
     /// Random lists of 0 to 5 entries over a pool of ids.
-    fn random_list(rng: &mut u64, pool: &[Uuid]) -> Vec<Entry> {
-        let mut next = || {
-            *rng ^= *rng << 13;
-            *rng ^= *rng >> 7;
-            *rng ^= *rng << 17;
-            *rng
-        };
-        let len = (next() % 6) as usize;
-        (0..len)
-            .map(|r| Entry::new(pool[(next() % pool.len() as u64) as usize], 0.9 - r as f32 * 0.1))
+    fn random_list(rng: &mut impl Rng, pool: &[Uuid]) -> Vec<Entry> {
+        (0..rng.gen_range(0..6))
+            .map(|r| Entry::new(pool[rng.gen_range(0..pool.len())], 0.9 - r as f32 * 0.1))
             .collect()
     }
 
@@ -216,7 +209,7 @@ mod tests {
     fn packing_only_the_forgotten_lists_equals_packing_all() {
         let owners: Vec<Uuid> = (0..300u128).map(|i| Uuid::from_u128(i * 7_919 + 1)).collect();
         let pool: Vec<Uuid> = (0..50u128).map(|i| Uuid::from_u128(1 << 64 | i)).collect();
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
         let mut lists = Lists::default();
         for o in &owners[..200] {
             lists.insert(*o, random_list(&mut rng, &pool));
