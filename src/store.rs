@@ -24,6 +24,7 @@ pub mod rounds;
 pub mod schema;
 pub mod snapshot;
 pub mod status;
+pub mod vector_copies;
 
 use uuid::Uuid;
 

@@ -163,8 +163,12 @@ pub struct ParsedRow {
 
 impl ParsedRow {
     /// Parses a row. `dimensions` is the event's `embedding_dimensions`,
-    /// when set.
-    pub fn new(row: &ParticipantRow, dimensions: Option<usize>) -> Self {
+    /// when set. Without `words` (an algorithm that scores embeddings alone,
+    /// see [`super::score::Algorithm::reads_words`]) no tag or keyword is
+    /// normalised and the participant gets none, which is most of the work
+    /// of loading a large event; a tag list too long to accept is refused
+    /// all the same, so a row is malformed or not whatever the algorithm.
+    pub fn new(row: &ParticipantRow, dimensions: Option<usize>, words: bool) -> Self {
         let tag_list = |name: &str, raw: &Option<Vec<Option<String>>>| {
             let raw = raw.as_deref().unwrap_or(&[]);
             if raw.len() > MAX_TAGS {
@@ -172,6 +176,9 @@ impl ParsedRow {
                     "{name} has {} entries; at most {MAX_TAGS} are accepted",
                     raw.len()
                 ));
+            }
+            if !words {
+                return Ok(Vec::new());
             }
             Ok(raw
                 .iter()
@@ -188,7 +195,11 @@ impl ParsedRow {
                 tag_list("looking_for", &row.looking_for),
                 tag_list("offering", &row.offering),
             ],
-            keywords: keyword_words(row.role.as_deref(), row.bio.as_deref()),
+            keywords: if words {
+                keyword_words(row.role.as_deref(), row.bio.as_deref())
+            } else {
+                Vec::new()
+            },
             embedding: if row.embedding_ndims > 1 {
                 Embedding::Invalid(format!(
                     "embedding is a {}-dimensional array; a flat list of numbers is expected",
@@ -205,7 +216,7 @@ impl Participant {
     /// Builds the scoring view of a row. `dimensions` is the event's
     /// `embedding_dimensions`, when set.
     pub fn from_row(row: &ParticipantRow, dimensions: Option<usize>, tags: &mut TagInterner) -> Self {
-        Self::from_parsed(ParsedRow::new(row, dimensions), tags)
+        Self::from_parsed(ParsedRow::new(row, dimensions, true), tags)
     }
 
     /// Interns a parsed row's tags and keywords (see [`ParsedRow`]).
@@ -553,7 +564,6 @@ pub fn validate_embedding(raw: Option<&[Option<f32>]>, dimensions: Option<usize>
             ));
         }
     }
-    let mut values = Vec::with_capacity(raw.len());
     let mut norm2 = 0f64;
     for (i, v) in raw.iter().enumerate() {
         match v {
@@ -561,17 +571,20 @@ pub fn validate_embedding(raw: Option<&[Option<f32>]>, dimensions: Option<usize>
             Some(x) if !x.is_finite() => {
                 return Embedding::Invalid(format!("embedding has a non-finite value ({x}) at index {i}"))
             }
-            Some(x) => {
-                norm2 += f64::from(*x) * f64::from(*x);
-                values.push(f64::from(*x));
-            }
+            Some(x) => norm2 += f64::from(*x) * f64::from(*x),
         }
     }
     if norm2 == 0.0 || !norm2.is_finite() {
         return Embedding::Invalid("embedding is all zeros (it has no direction)".into());
     }
     let norm = norm2.sqrt();
-    Embedding::Valid(values.iter().map(|x| (x / norm) as f32).collect())
+    // Every element is present (checked above); `f64::from` is exact, so
+    // this is the same division of the same values as ever.
+    Embedding::Valid(
+        raw.iter()
+            .map(|x| (f64::from(x.unwrap_or(0.0)) / norm) as f32)
+            .collect(),
+    )
 }
 
 /// Interns tag and keyword keys as small integers, so overlaps are merges of
@@ -772,7 +785,7 @@ mod tests {
             .collect();
         let mut one = TagInterner::default();
         let by_row: Vec<Participant> = rows.iter().map(|r| Participant::from_row(r, None, &mut one)).collect();
-        let mut parsed: Vec<ParsedRow> = rows.iter().rev().map(|r| ParsedRow::new(r, None)).collect();
+        let mut parsed: Vec<ParsedRow> = rows.iter().rev().map(|r| ParsedRow::new(r, None, true)).collect();
         parsed.reverse();
         let mut two = TagInterner::default();
         let split: Vec<Participant> = parsed
@@ -784,6 +797,44 @@ mod tests {
         assert_eq!(one.names, two.names);
         assert_eq!(one.spellings, two.spellings);
         assert_eq!(one.first_spelling, two.first_spelling);
+    }
+
+    #[test]
+    fn without_words_a_row_keeps_its_embedding_and_its_problems_but_no_tags() {
+        let long: Vec<Option<String>> = (0..=MAX_TAGS).map(|i| Some(format!("tag {i}"))).collect();
+        let rows = [
+            ParticipantRow {
+                user_id: Uuid::from_u128(1),
+                active: true,
+                company: Some("Acme".into()),
+                role: Some("Data engineer".into()),
+                bio: Some("Batteries, climate and LLMs.".into()),
+                interests: Some(vec![Some("Climate Tech".into())]),
+                looking_for: Some(vec![Some("funding".into())]),
+                embedding: Some(vec![Some(3.0), Some(4.0)]),
+                ..Default::default()
+            },
+            ParticipantRow {
+                user_id: Uuid::from_u128(2),
+                offering: Some(long),
+                embedding: Some(vec![Some(1.0), None]),
+                ..Default::default()
+            },
+        ];
+        let mut tags = TagInterner::default();
+        for row in &rows {
+            let full = Participant::from_row(row, None, &mut tags);
+            let bare = Participant::from_parsed(ParsedRow::new(row, None, false), &mut tags);
+            assert_eq!(bare.embedding, full.embedding);
+            assert_eq!(bare.problem, full.problem);
+            assert_eq!(bare.company_key, full.company_key);
+            assert_eq!((bare.user_id, bare.active), (full.user_id, full.active));
+            let words = [&bare.interests, &bare.looking_for, &bare.offering, &bare.keywords];
+            assert!(words.iter().all(|w| w.is_empty()) && bare.spellings.is_empty());
+        }
+        let with_tags = Participant::from_row(&rows[0], None, &mut tags);
+        assert!(!with_tags.interests.is_empty() && !with_tags.keywords.is_empty());
+        assert!(Participant::from_row(&rows[1], None, &mut tags).problem.is_some());
     }
 
     #[test]

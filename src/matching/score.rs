@@ -78,6 +78,15 @@ impl Algorithm {
         }
     }
 
+    /// Whether scores and reasons read tags and keywords (hybrid-v1), or
+    /// embeddings alone (cosine-v1).
+    pub fn reads_words(self) -> bool {
+        match self {
+            Algorithm::CosineV1 => false,
+            Algorithm::HybridV1 => true,
+        }
+    }
+
     /// Why this participant can be matched with no one under this algorithm,
     /// or `None` when they can be matched.
     pub fn unmatchable_reason(self, p: &Participant) -> Option<String> {

@@ -51,6 +51,12 @@ pub struct Read {
     /// Every participant (full read) or those written since the previous
     /// snapshot (delta).
     pub participants: Vec<ParticipantRow>,
+    /// Full reads: the participants whose own embedding was sent as a
+    /// `real[]` because no copy matched their row version (write them with
+    /// [`super::vector_copies::write`]).
+    pub uncopied: Vec<Uncopied>,
+    /// Full reads: how many embeddings came from their copies.
+    pub copies_used: usize,
     /// Every exclusion (full read) or those written since (delta).
     pub exclusions: Vec<(Uuid, Uuid)>,
     /// Present on a full read, or when the version moved since the caller's:
@@ -59,6 +65,15 @@ pub struct Read {
     /// Delta reads: open queue rows (pending or processing) with an id above
     /// the caller's `queue_seen`.
     pub new_open_rows: Vec<(i64, Uuid)>,
+}
+
+/// A participant of a full read without a copy of their own embedding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncopied {
+    /// Index in [`Read::participants`].
+    pub index: usize,
+    /// The row version the embedding was read at (`change_xid`, as text).
+    pub change_xid: String,
 }
 
 /// The parts of an event that are read again when its version moved.
@@ -80,21 +95,70 @@ pub struct Reloaded {
 /// for this very row version is used (`matchmaking_profile_embeddings`, see
 /// the worker's `embeddings` module). Only the first
 /// `MAX_BIO_CHARS` (2000) characters of a bio are scored, so no more are sent.
-const PARTICIPANT_COLUMNS: &str = "user_id, status, company, role, left(bio, 2000) AS bio,
+/// (Macros, so that the full read can splice them into its own columns.)
+macro_rules! text_columns {
+    () => {
+        "user_id, status, company, role, left(bio, 2000) AS bio,
     CASE WHEN interests IS NULL OR (array_ndims(interests) = 1 AND array_lower(interests, 1) = 1)
          THEN interests ELSE ARRAY(SELECT unnest(interests)) END AS interests,
     CASE WHEN looking_for IS NULL OR (array_ndims(looking_for) = 1 AND array_lower(looking_for, 1) = 1)
          THEN looking_for ELSE ARRAY(SELECT unnest(looking_for)) END AS looking_for,
     CASE WHEN offering IS NULL OR (array_ndims(offering) = 1 AND array_lower(offering, 1) = 1)
-         THEN offering ELSE ARRAY(SELECT unnest(offering)) END AS offering,
-    CASE WHEN coalesce(cardinality(embedding), 0) = 0 THEN coalesce((
+         THEN offering ELSE ARRAY(SELECT unnest(offering)) END AS offering"
+    };
+}
+/// The arms of the embedding's `CASE` (see [`PARTICIPANT_COLUMNS`]).
+macro_rules! embedding_arms {
+    () => {
+        "WHEN coalesce(cardinality(embedding), 0) = 0 THEN coalesce((
              SELECT pe.embedding FROM matchmaking_profile_embeddings pe
               WHERE pe.event_id = event_participants.event_id AND pe.user_id = event_participants.user_id
                 AND pe.source_xid = event_participants.change_xid), embedding)
          WHEN array_ndims(embedding) > 1 THEN NULL
          WHEN array_lower(embedding, 1) <> 1 THEN ARRAY(SELECT unnest(embedding))
-         ELSE embedding END AS embedding,
-    coalesce(array_ndims(embedding), 1) AS embedding_ndims";
+         ELSE embedding END"
+    };
+}
+/// The application's own embedding is what the read sends unchanged: a
+/// non-empty flat array starting at index 1 (the only kind that has copies).
+macro_rules! own_flat {
+    () => {
+        "coalesce(cardinality(embedding) > 0 AND array_ndims(embedding) = 1 AND array_lower(embedding, 1) = 1, false)"
+    };
+}
+
+/// The participant columns of a delta read (see [`text_columns`]).
+const PARTICIPANT_COLUMNS: &str = concat!(
+    text_columns!(),
+    ",\n    CASE ",
+    embedding_arms!(),
+    " AS embedding,\n    coalesce(array_ndims(embedding), 1) AS embedding_ndims"
+);
+
+/// Every participant of event `$1`, with the packed copy of the
+/// application's own embedding where one was made from this very row
+/// version (`matchmaking_vector_copies`, see its migration): the `real[]` is
+/// then not sent at all, which is most of what a full read costs the server.
+/// A copy of another version is not joined, so the row reads as before.
+/// `own_flat` and `change_xid` tell the worker which copies to write.
+const FULL_READ: &str = concat!(
+    "SELECT ",
+    text_columns!(),
+    ",\n    CASE WHEN copy.vector IS NOT NULL THEN NULL ",
+    embedding_arms!(),
+    " AS embedding,\n    coalesce(array_ndims(embedding), 1) AS embedding_ndims,
+    copy.vector AS packed, ",
+    own_flat!(),
+    " AS own_flat, change_xid::text AS change_xid
+  FROM event_participants
+  LEFT JOIN (SELECT event_id AS copy_event, user_id AS copy_user, source_xid AS copy_xid, vector
+               FROM matchmaking_vector_copies) copy
+         ON copy.copy_event = event_participants.event_id AND copy.copy_user = event_participants.user_id
+        AND copy.copy_xid = event_participants.change_xid AND ",
+    own_flat!(),
+    "
+ WHERE event_participants.event_id = $1"
+);
 
 /// Provider embeddings written since the snapshot `$2` (event `$1`): such an
 /// attendee's effective profile changed even though their row did not.
@@ -166,6 +230,42 @@ fn decode_floats(mut buf: &[u8]) -> Result<Vec<Option<f32>>, BoxDynError> {
     Ok(out)
 }
 
+/// A `matchmaking_vector_copies.vector`: float4 elements, little-endian,
+/// in order (what [`pack`] writes).
+struct Packed(Vec<Option<f32>>);
+
+impl sqlx::Type<Postgres> for Packed {
+    fn type_info() -> PgTypeInfo {
+        <Vec<u8> as sqlx::Type<Postgres>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for Packed {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        let bytes = <&[u8] as sqlx::Decode<Postgres>>::decode(value)?;
+        unpack(bytes).map(Packed)
+    }
+}
+
+/// The bytes of a packed copy of `v`, every element present (see [`Packed`]).
+pub fn pack(v: &[Option<f32>]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&(*x)?.to_le_bytes());
+    }
+    Some(out)
+}
+
+fn unpack(bytes: &[u8]) -> Result<Vec<Option<f32>>, BoxDynError> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
+        return Err(format!("a packed vector of {} bytes", bytes.len()).into());
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| Some(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .collect())
+}
+
 #[derive(sqlx::FromRow)]
 struct PRow {
     user_id: Uuid,
@@ -178,6 +278,13 @@ struct PRow {
     offering: Option<Vec<Option<String>>>,
     embedding: Option<Floats>,
     embedding_ndims: i32,
+    /// Full reads only (see [`FULL_READ`]).
+    #[sqlx(default)]
+    packed: Option<Packed>,
+    #[sqlx(default)]
+    own_flat: bool,
+    #[sqlx(default)]
+    change_xid: String,
 }
 
 impl From<PRow> for ParticipantRow {
@@ -191,7 +298,7 @@ impl From<PRow> for ParticipantRow {
             interests: r.interests,
             looking_for: r.looking_for,
             offering: r.offering,
-            embedding: r.embedding.map(|f| f.0),
+            embedding: r.packed.map(|p| p.0).or(r.embedding.map(|f| f.0)),
             embedding_ndims: r.embedding_ndims,
         }
     }
@@ -248,14 +355,7 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
         Vec::new()
     } else {
         match snap {
-            None => {
-                sqlx::query_as(&format!(
-                    "SELECT {PARTICIPANT_COLUMNS} FROM event_participants WHERE event_id = $1"
-                ))
-                .bind(event)
-                .fetch_all(&mut *tx)
-                .await
-            }
+            None => sqlx::query_as(FULL_READ).bind(event).fetch_all(&mut *tx).await,
             Some(snap) => {
                 // Two arms, each served by an index: rows written since
                 // (event_id, change_xid), then the other rows whose provider
@@ -318,7 +418,6 @@ pub async fn read(conn: &mut PgConnection, event: Uuid, since: Option<Since<'_>>
         None
     };
     tx.commit().await.db("ending the snapshot read")?;
-    let participants = participants.into_iter().map(Into::into).collect();
     Ok(Some(Read::from_head(head, participants, reloaded, stale)))
 }
 
@@ -330,20 +429,31 @@ pub async fn read_in(conn: &mut PgConnection, event: Uuid) -> Result<Option<Read
     let Some(head) = head(&mut *conn, event, None).await? else {
         return Ok(None);
     };
-    let participants: Vec<PRow> = sqlx::query_as(&format!(
-        "SELECT {PARTICIPANT_COLUMNS} FROM event_participants WHERE event_id = $1"
-    ))
-    .bind(event)
-    .fetch_all(&mut *conn)
-    .await
-    .db("reading participants")?;
-    let participants = participants.into_iter().map(Into::into).collect();
+    let participants: Vec<PRow> = sqlx::query_as(FULL_READ)
+        .bind(event)
+        .fetch_all(&mut *conn)
+        .await
+        .db("reading participants")?;
     Ok(Some(Read::from_head(head, participants, None, true)))
 }
 
 impl Read {
-    fn from_head(head: HeadRow, participants: Vec<ParticipantRow>, reloaded: Option<Reloaded>, stale: bool) -> Self {
+    fn from_head(head: HeadRow, rows: Vec<PRow>, reloaded: Option<Reloaded>, stale: bool) -> Self {
+        let mut uncopied = Vec::new();
+        let mut copies_used = 0;
+        for (index, r) in rows.iter().enumerate() {
+            if r.packed.is_some() {
+                copies_used += 1;
+            } else if r.own_flat && r.embedding.as_ref().is_some_and(|e| e.0.iter().all(Option::is_some)) {
+                uncopied.push(Uncopied {
+                    index,
+                    change_xid: r.change_xid.clone(),
+                });
+            }
+        }
         Read {
+            uncopied,
+            copies_used,
             pg_snapshot: head.pg_snapshot,
             settings: SettingsRow {
                 algorithm: head.algorithm,
@@ -352,7 +462,7 @@ impl Read {
                 embedding_dimensions: head.embedding_dimensions,
             },
             version: head.version,
-            participants,
+            participants: rows.into_iter().map(Into::into).collect(),
             exclusions: head.excl_users.into_iter().zip(head.excl_excluded).collect(),
             reloaded,
             new_open_rows: if stale {
@@ -420,7 +530,7 @@ struct HeadRow {
 
 #[cfg(test)]
 mod tests {
-    use super::decode_floats;
+    use super::{decode_floats, pack, unpack};
 
     /// `real[]` in PostgreSQL's binary array format.
     fn array(dims: &[(i32, i32)], elements: &[Option<f32>]) -> Vec<u8> {
@@ -473,5 +583,26 @@ mod tests {
         let mut wide = array(&[(1, 1)], &[Some(1.0)]);
         wide[20..24].copy_from_slice(&8i32.to_be_bytes());
         assert!(decode_floats(&wide).is_err());
+    }
+
+    #[test]
+    fn packed_copies_round_trip_every_bit() {
+        let v = [
+            Some(0.5),
+            Some(-0.0),
+            Some(f32::MIN_POSITIVE / 4.0),
+            Some(-3.25e7),
+            Some(f32::NAN),
+        ];
+        let bytes = pack(&v).unwrap();
+        assert_eq!(bytes.len(), 20);
+        let back = unpack(&bytes).unwrap();
+        let bits = |v: &[Option<f32>]| v.iter().map(|x| x.map(f32::to_bits)).collect::<Vec<_>>();
+        assert_eq!(bits(&back), bits(&v));
+        // A vector with a NULL element has no copy; malformed bytes are an
+        // error, never a panic.
+        assert_eq!(pack(&[Some(1.0), None]), None);
+        assert!(unpack(&[]).is_err());
+        assert!(unpack(&bytes[..19]).is_err());
     }
 }

@@ -29,13 +29,14 @@ use crate::matching::batch::{self, BatchRow, Committed, CommittedEntry, Scored};
 use crate::matching::profile::{ParsedRow, Participant, TagInterner};
 use crate::matching::{Event, EventSettings, IdMap, Lists, Summaries};
 use crate::store::snapshot::{self, MatchRow, Read, SettingsRow, Since};
-use crate::store::StoreError;
+use crate::store::{vector_copies, StoreError};
+use crate::telemetry::error_chain;
 use anyhow::Result;
 use rayon::prelude::*;
 use sqlx::PgConnection;
 use std::collections::HashMap;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 use uuid::Uuid;
 
 /// How many event snapshots one process keeps in memory.
@@ -92,8 +93,9 @@ impl CachedEvent {
     /// Participants and exclusions written since the previous read.
     fn apply_delta(&mut self, read: &Read) {
         let dims = self.event.settings.embedding_dimensions;
+        let words = reads_words(&self.event.settings);
         for row in &read.participants {
-            let p = Participant::from_row(row, dims, &mut self.event.tags);
+            let p = Participant::from_parsed(ParsedRow::new(row, dims, words), &mut self.event.tags);
             self.event.upsert(p);
         }
         for (a, b) in &read.exclusions {
@@ -255,10 +257,21 @@ impl EventCache {
         let t0 = Instant::now();
         let read = read_event(conn, event, None).await?;
         let t1 = Instant::now();
+        // Copies for the next full read (by this process after a reload, or
+        // the next invocation): best effort, a failure costs only time.
+        let copied = match vector_copies::write(conn, event, &read).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(event.id = %event, error = %error_chain(&e), "could not write vector copies");
+                0
+            }
+        };
+        let t2 = Instant::now();
+        let copies_used = read.copies_used;
         let cached = CachedEvent::load(event, read);
-        debug!(event.id = %event, participants = cached.event.participant_count(),
-               read_ms = (t1 - t0).as_secs_f64() * 1e3, build_ms = t1.elapsed().as_secs_f64() * 1e3,
-               "loaded the event");
+        debug!(event.id = %event, participants = cached.event.participant_count(), copies_used, copied,
+               read_ms = (t1 - t0).as_secs_f64() * 1e3, copy_ms = (t2 - t1).as_secs_f64() * 1e3,
+               build_ms = t2.elapsed().as_secs_f64() * 1e3, "loaded the event");
         Ok(cached)
     }
 
@@ -281,12 +294,13 @@ const PARSE_CHUNK: usize = 2048;
 pub fn event_of(event: Uuid, read: &Read) -> Event {
     let settings = settings_of(event, &read.settings);
     let dims = settings.embedding_dimensions;
+    let words = reads_words(&settings);
     let mut e = Event::new(settings, TagInterner::default());
     // Parsed on all cores a chunk at a time (a whole event's parsed text
     // would cost hundreds of megabytes at 100,000 attendees), interned in
     // row order: the same ids as row by row.
     for chunk in read.participants.chunks(PARSE_CHUNK) {
-        let parsed: Vec<ParsedRow> = chunk.par_iter().map(|row| ParsedRow::new(row, dims)).collect();
+        let parsed: Vec<ParsedRow> = chunk.par_iter().map(|row| ParsedRow::new(row, dims, words)).collect();
         for row in parsed {
             let p = Participant::from_parsed(row, &mut e.tags);
             e.upsert(p);
@@ -296,6 +310,12 @@ pub fn event_of(event: Uuid, read: &Read) -> Event {
         e.exclude(*a, *b);
     }
     e
+}
+
+/// Whether the event's algorithm scores tags and keywords (a change of
+/// algorithm reloads the event, so its participants are parsed again).
+fn reads_words(settings: &EventSettings) -> bool {
+    settings.algorithm.as_ref().is_ok_and(|a| a.reads_words())
 }
 
 /// [`snapshot::read`] of an event that must exist.
@@ -376,6 +396,8 @@ mod tests {
                 exclusion_count: 0,
             }),
             new_open_rows: Vec::new(),
+            uncopied: Vec::new(),
+            copies_used: 0,
         }
     }
 
@@ -388,6 +410,8 @@ mod tests {
             exclusions: Vec::new(),
             reloaded: None,
             new_open_rows: new_open.iter().map(|&(id, u)| (id, Uuid::from_u128(u))).collect(),
+            uncopied: Vec::new(),
+            copies_used: 0,
         }
     }
 

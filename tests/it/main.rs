@@ -16,6 +16,7 @@
 //!   HTTP server, and wired into the worker.
 //! - [`local_model`]: the in-process model (all-MiniLM-L6-v2) against a
 //!   NumPy reference, deterministic, wired into the worker.
+//! - [`snapshot`]: what a full read sends (packed copies of embeddings).
 //! - [`security`], [`connections`]: who may read and write what, on Supabase
 //!   and plain PostgreSQL; poolers and TLS.
 
@@ -34,4 +35,5 @@ mod operations;
 mod pairing;
 mod queue;
 mod security;
+mod snapshot;
 mod triggers;

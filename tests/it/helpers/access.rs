@@ -206,6 +206,7 @@ pub const WORKER_TABLES: &[(&str, &str)] = &[
     ("matchmaking_event_state", "version"),
     ("matchmaking_embedding_cache", "last_used_at"),
     ("matchmaking_profile_embeddings", "updated_at"),
+    ("matchmaking_vector_copies", "vector"),
     ("_sqlx_migrations", "description"),
     ("user_matches", "rank"),
     ("meeting_rounds", "pairs"),
