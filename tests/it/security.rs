@@ -140,10 +140,18 @@ async fn the_checks_fail_when_row_level_security_is_off(pool: PgPool) {
 #[tokio::test]
 async fn a_database_matched_before_this_release_stays_matched_and_is_closed() {
     let pool = access::supabase_database().await;
-    // The schema of the previous release, plus the one column this
-    // release's worker (which stands in for the old one) reads: the pause
-    // flag, which has nothing to do with security.
+    // The schema of the previous release, plus what this release's worker
+    // (which stands in for the old one) reads and writes and has nothing to
+    // do with security: the pause flag, and a stand-in for the vector
+    // copies (a cache, dropped before the real migration creates it).
     access::migrate_where(&pool, |v| v <= BEFORE_RLS || v == PAUSE).await;
+    sqlx::query(
+        "CREATE UNLOGGED TABLE matchmaking_vector_copies (event_id uuid, user_id uuid, source_xid xid8,
+                                                       vector bytea, PRIMARY KEY (event_id, user_id))",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
     let ev = create_event(&pool, "legacy", "hybrid-v1", 3).await;
     let mut people: Vec<Profile> = (0..30).map(|_| random_profile(&mut rng, 8)).collect();
@@ -162,6 +170,10 @@ async fn a_database_matched_before_this_release_stays_matched_and_is_closed() {
     let bios = request(&pool, "anon", None, "SELECT count(bio) FROM event_participants", &[]).await;
     assert!(bios.is_ok(), "{bios:?}");
 
+    sqlx::query("DROP TABLE matchmaking_vector_copies")
+        .execute(&pool)
+        .await
+        .unwrap();
     access::migrate(&pool, None).await;
     assert_exact(&pool, ev, "right after the migration").await;
     let denied = request(&pool, "anon", None, "SELECT count(*) FROM user_matches", &[]).await;
