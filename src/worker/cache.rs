@@ -24,6 +24,12 @@
 //! - A snapshot read ahead of the previous batch's write (the pipeline) is
 //!   applied by [`CachedEvent::absorb`] only if it shows the version the
 //!   held lists were written under.
+//! - A **full read** sends an attendee's own embedding from its packed copy
+//!   when one was made from the row version read (see
+//!   `migrations/*_vector_copies.sql`), and the worker then writes the
+//!   copies it found missing ([`vector_copies::write`]), best effort.
+//! - **Tags and keywords** are parsed only when the event's algorithm reads
+//!   them (hybrid-v1); a change of algorithm is a change of settings.
 
 use crate::matching::batch::{self, BatchRow, Committed, CommittedEntry, Scored};
 use crate::matching::profile::{ParsedRow, Participant, TagInterner};
