@@ -53,7 +53,7 @@ pub struct Read {
     pub participants: Vec<ParticipantRow>,
     /// Full reads: the participants whose own embedding was sent as a
     /// `real[]` because no copy matched their row version (write them with
-    /// [`super::vector_copies::write`]).
+    /// [`super::vector_copies::write`], which skips one with a NULL element).
     pub uncopied: Vec<Uncopied>,
     /// Full reads: how many embeddings came from their copies.
     pub copies_used: usize,
@@ -444,7 +444,7 @@ impl Read {
         for (index, r) in rows.iter().enumerate() {
             if r.packed.is_some() {
                 copies_used += 1;
-            } else if r.own_flat && r.embedding.as_ref().is_some_and(|e| e.0.iter().all(Option::is_some)) {
+            } else if r.own_flat && r.embedding.is_some() {
                 uncopied.push(Uncopied {
                     index,
                     change_xid: r.change_xid.clone(),

@@ -13,7 +13,8 @@ use uuid::Uuid;
 const CHUNK: usize = 2_000;
 
 /// Writes the copies a full read found missing or stale ([`Read::uncopied`]),
-/// a statement per [`CHUNK`], each committed on its own. Returns how many
+/// a statement per [`CHUNK`], each committed on its own; a vector with a
+/// NULL element has no copy (it is malformed anyway). Returns how many rows
 /// were written.
 ///
 /// Safe under concurrency without any lock: a copy is keyed by the row
@@ -42,7 +43,7 @@ pub async fn write(conn: &mut PgConnection, event: Uuid, read: &Read) -> Result<
         }
         // The WHERE keeps a copy already made from the same row version
         // (the same bytes) from being rewritten.
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO matchmaking_vector_copies AS c (event_id, user_id, source_xid, vector)
              SELECT $1, u.user_id, u.xid::xid8, u.vector
                FROM unnest($2::uuid[], $3::text[], $4::bytea[]) AS u(user_id, xid, vector)
@@ -57,7 +58,7 @@ pub async fn write(conn: &mut PgConnection, event: Uuid, read: &Read) -> Result<
         .execute(&mut *conn)
         .await
         .db("writing vector copies")?;
-        written += users.len();
+        written += done.rows_affected() as usize;
     }
     Ok(written)
 }
