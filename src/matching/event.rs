@@ -38,12 +38,15 @@ pub struct Event {
     pub(super) company: Vec<u32>,
     pub(super) companies: HashMap<String, u32>,
     /// Per participant, for cosine-v1 on a CPU with an approximate kernel
-    /// path: the vector in 16 bits, for [`Event::approx_rows`]. Inline, so
+    /// path: the vector in 16 or 8 bits, for [`Event::approx_rows`]. Inline, so
     /// that a batch's pass over every candidate's length and format reads
     /// this one array instead of a heap object per participant.
     pub(super) approx: Vec<Option<kernel::ApproxVector>>,
     /// At least the norm of every vector (only ever raised).
     pub(super) max_norm: f32,
+    /// At least the [`kernel::ApproxVector::error`] of every `approx`
+    /// vector (only ever raised).
+    pub(super) max_approx_error: f32,
     /// As stored in `match_exclusions` (user, excluded user); checked both ways.
     pub(super) exclusions: HashSet<(Uuid, Uuid)>,
     /// The same pairs by attendee, in both directions.
@@ -91,6 +94,7 @@ impl Event {
             companies: HashMap::new(),
             approx: Vec::new(),
             max_norm: 0.0,
+            max_approx_error: 0.0,
             exclusions: HashSet::new(),
             excluded: IdMap::default(),
             postings: Default::default(),
@@ -116,7 +120,9 @@ impl Event {
             (Ok(Algorithm::CosineV1), Embedding::Valid(v)) if kernel::approx_available() => {
                 let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
                 self.max_norm = self.max_norm.max(norm * 1.0001);
-                Some(kernel::to_approx(v))
+                let approx = kernel::to_approx(v);
+                self.max_approx_error = self.max_approx_error.max(approx.error());
+                Some(approx)
             }
             _ => None,
         };

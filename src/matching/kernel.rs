@@ -52,12 +52,17 @@
 //!
 //! # The approximate first pass
 //!
-//! [`dots_approx`] scores from 16-bit copies ([`to_approx`]): half the
-//! memory traffic, for the worker's first pass over a large cosine-v1 event,
-//! after which `matching::plan_bounded` recomputes exactly every score that
-//! could matter, so approximate scores are never stored. It is within
-//! [`approx_error`] of [`dot`]. Two formats, one API:
+//! [`dots_approx`] scores from 8- or 16-bit copies ([`to_approx`]), for the
+//! worker's first pass over a large cosine-v1 event, after which
+//! `matching::plan_bounded` recomputes exactly every score that could
+//! matter, so approximate scores are never stored. It is within
+//! [`approx_error`] of [`dot`]. Three formats, one API:
 //!
+//! - **8 bits with a per-vector scale** (the default everywhere: `vpdpbusd`
+//!   with AVX-512 VNNI or AVX-VNNI, `vpmaddwd` with AVX2, plain Rust
+//!   otherwise): a quarter of the exact vectors' bytes, integer sums that
+//!   are exact, so every path gives the same bits; the bound uses each
+//!   vector's measured rounding error and is derived in [`int8`].
 //! - **IEEE half** (F16C on AVX2 x86, NEON on aarch64): each candidate is
 //!   stored as `x / s` in half precision, with `s` a power of two that puts
 //!   its largest element in `[1/2, 1)`. A tile of candidates is converted back
@@ -68,6 +73,8 @@
 //! - **bfloat16** (AVX-512 BF16 only): `vdpbf16ps`, queries rounded to
 //!   bfloat16 as well. Unchanged arithmetic; its bound is documented at
 //!   `half::BF16_REL_ERROR`.
+//!
+//! The 16-bit paths stay for comparison (`MATCHMAKER_APPROX_KERNEL`).
 //!
 //! # Soundness
 //!
@@ -87,6 +94,7 @@ use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 mod half;
+mod int8;
 mod portable;
 #[cfg(test)]
 mod tests;
@@ -377,11 +385,14 @@ impl ExactPath {
     }
 }
 
-/// An approximate implementation: its own 16-bit format, kernel and bound.
+/// An approximate implementation: its own 16- or 8-bit format, kernel and
+/// bound.
 #[derive(Clone, Copy)]
 pub struct ApproxPath {
-    /// `f16c` (AVX2 + F16C), `f16-neon`, `f16-portable` or `bf16`
-    /// (AVX-512 BF16).
+    /// `i8-avx512` (AVX-512 VNNI), `i8-avxvnni`, `i8-avx2`, `i8-neon`,
+    /// `i8-portable` (the 8-bit paths, which all give the same bits);
+    /// `bf16` (AVX-512 BF16); `f16c` (AVX2 + F16C), `f16-neon`,
+    /// `f16-portable` (IEEE halves, the same bits).
     pub name: &'static str,
     format: half::Format,
     block: ApproxBlock,
@@ -399,15 +410,24 @@ impl ApproxPath {
         match self.format {
             half::Format::F16 => half::to_f16(v),
             half::Format::Bf16 => half::to_bf16(v),
+            half::Format::I8 => int8::to_i8(v),
         }
     }
 
     /// [`approx_error`] for this path.
-    pub fn error(&self, norm_q: f32, norm_x_max: f32, len: usize) -> f32 {
+    pub fn error(&self, query: &[f32], norm_q: f32, norm_x_max: f32, err_x_max: f32) -> f32 {
+        let len = query.len();
         match self.format {
             half::Format::F16 => half::f16_error(norm_q, norm_x_max, len),
             half::Format::Bf16 => half::bf16_error(norm_q, norm_x_max, len),
+            half::Format::I8 => int8::i8_error(norm_q, int8::quantize(query).error, norm_x_max, err_x_max, len),
         }
+    }
+
+    /// Whether this path scores vectors of `len` elements (the 8-bit
+    /// paths stop at 65,536).
+    pub fn fits(&self, len: usize) -> bool {
+        self.format != half::Format::I8 || len <= int8::MAX_LEN
     }
 
     /// [`dots_approx`] on this path. Panics on a candidate made by another
@@ -418,14 +438,19 @@ impl ApproxPath {
             "approximate vectors come from this path's to_approx"
         );
         // The conversion and the f32 kernel cost what the exact kernel
-        // costs; bfloat16 does two products per lane and instruction.
-        let halve = self.format == half::Format::Bf16;
+        // costs; bfloat16 does two products per lane and instruction, the
+        // 8-bit kernels four.
+        let per = match self.format {
+            half::Format::F16 => 1,
+            half::Format::Bf16 => 2,
+            half::Format::I8 => 4,
+        };
         by_length(
             queries,
             cands,
             out,
             |c| c.len(),
-            |qs, cs, out, len| run_parallel_with(qs, cs, out, if halve { len.div_ceil(2) } else { len }, self.block),
+            |qs, cs, out, len| run_parallel_with(qs, cs, out, len.div_ceil(per), self.block),
         );
     }
 }
@@ -446,6 +471,17 @@ fn portable_approx_path() -> ApproxPath {
     }
 }
 
+/// The 8-bit path in plain Rust: integer arithmetic, which the compiler
+/// vectorises with the target's baseline instructions, so it is the first
+/// pass of a CPU without AVX2 or NEON (and of `MATCHMAKER_PORTABLE_KERNEL`).
+fn portable_i8_path() -> ApproxPath {
+    ApproxPath {
+        name: "i8-portable",
+        format: half::Format::I8,
+        block: int8::block_portable,
+    }
+}
+
 /// `MATCHMAKER_PORTABLE_KERNEL` set (or running under Miri): no SIMD path
 /// at all (for comparisons; the scores are the same bits).
 fn portable_forced() -> bool {
@@ -460,24 +496,39 @@ fn forced_path() -> Option<String> {
     std::env::var("MATCHMAKER_KERNEL").ok().filter(|s| !s.is_empty())
 }
 
+/// `MATCHMAKER_APPROX_KERNEL=NAME`: the approximate path named (one of
+/// [`approx_paths`]), or `none` for no first pass (every row exact), for
+/// comparing the first passes on one CPU. Checked by [`check_forced_path`].
+fn forced_approx_path() -> Option<String> {
+    std::env::var("MATCHMAKER_APPROX_KERNEL").ok().filter(|s| !s.is_empty())
+}
+
 /// The approximate path that goes with an exact one: the 16-bit format the
 /// same instruction sets read (AVX2 has no bfloat16 instructions).
 fn approx_names_for(exact: &str) -> &'static [&'static str] {
     match exact {
-        "avx512" => &["bf16", "f16c"],
-        "avx2" => &["f16c"],
-        "neon" => &["f16-neon"],
-        _ => &[],
+        "avx512" => &["i8-avx512", "bf16", "f16c"],
+        "avx2" => &["i8-avx2", "f16c"],
+        "neon" => &["i8-neon", "f16-neon"],
+        _ => &["i8-portable"],
     }
 }
 
-/// Checks `MATCHMAKER_KERNEL` against this CPU's paths: a one-line error
-/// naming the ones it has when the name is not among them.
+/// Checks `MATCHMAKER_KERNEL` and `MATCHMAKER_APPROX_KERNEL` against this
+/// CPU's paths: a one-line error naming the ones it has when a name is not
+/// among them.
 pub fn check_forced_path() -> Result<(), String> {
-    match forced_path() {
-        Some(name) if !exact_paths().iter().any(|p| p.name == name) => Err(format!(
+    if let Some(name) = forced_path().filter(|n| !exact_paths().iter().any(|p| p.name == *n)) {
+        return Err(format!(
             "MATCHMAKER_KERNEL={name}: this CPU's kernel paths are {}",
             exact_paths().iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let approx_names: Vec<&str> = approx_paths().iter().map(|p| p.name).collect();
+    match forced_approx_path() {
+        Some(name) if name != "none" && !approx_names.contains(&name.as_str()) => Err(format!(
+            "MATCHMAKER_APPROX_KERNEL={name}: this CPU's first-pass paths are {} (or none)",
+            approx_names.join(", ")
         )),
         _ => Ok(()),
     }
@@ -506,10 +557,13 @@ fn exact() -> &'static ExactPath {
 fn approx() -> Option<&'static ApproxPath> {
     static A: OnceLock<Option<ApproxPath>> = OnceLock::new();
     A.get_or_init(|| {
-        if portable_forced() {
-            return None;
-        }
         let paths = approx_paths();
+        if let Some(name) = forced_approx_path() {
+            return paths.into_iter().find(|p| p.name == name);
+        }
+        if portable_forced() {
+            return Some(portable_i8_path());
+        }
         if forced_path().is_some() {
             let names = approx_names_for(exact().name);
             let at = names.iter().find_map(|n| paths.iter().position(|p| p.name == *n));
@@ -534,13 +588,15 @@ pub fn exact_paths() -> Vec<ExactPath> {
 }
 
 /// Every approximate path this CPU can run, the one [`dots_approx`] uses
-/// first; `f16-portable` (slow, for tests and comparisons) last.
+/// first; `i8-portable`, then `f16-portable` (slow, for tests and
+/// comparisons) last.
 pub fn approx_paths() -> Vec<ApproxPath> {
     let mut v = Vec::new();
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     v.extend(x86::approx_paths());
     #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
-    v.push(arm::approx_path());
+    v.extend(arm::approx_paths());
+    v.push(portable_i8_path());
     v.push(portable_approx_path());
     v
 }
@@ -583,8 +639,8 @@ pub fn dots(queries: &[&[f32]], cands: &[Option<&[f32]>], out: &mut [f32]) {
     exact().dots(queries, cands, out)
 }
 
-/// Whether [`dots_approx`] runs on this CPU: AVX-512 BF16, or AVX2 with FMA
-/// and F16C, or NEON; never with `MATCHMAKER_PORTABLE_KERNEL` set.
+/// Whether [`dots_approx`] runs: always, since the 8-bit path has a
+/// portable version, unless `MATCHMAKER_APPROX_KERNEL=none`.
 pub fn approx_available() -> bool {
     approx().is_some()
 }
@@ -608,14 +664,20 @@ pub fn to_approx(v: &[f32]) -> ApproxVector {
 }
 
 /// How far a score of [`dots_approx`] may be from [`dot`] of the original
-/// vectors, for a query of norm at most `norm_q` and candidates of norm at
-/// most `norm_x_max`, all of `len` elements (the derivation is in the docs
-/// of the `half` module). Finite vectors; the norms are upper bounds.
-pub fn approx_error(norm_q: f32, norm_x_max: f32, len: usize) -> f32 {
+/// vectors, for `query` (of norm at most `norm_q`) and candidates of its
+/// length with norms at most `norm_x_max` and [`ApproxVector::error`] at
+/// most `err_x_max` (the derivations are in the docs of the `half` and
+/// `int8` modules). Finite vectors; the norms are upper bounds.
+pub fn approx_error(query: &[f32], norm_q: f32, norm_x_max: f32, err_x_max: f32) -> f32 {
     approx()
         .copied()
         .unwrap_or_else(portable_approx_path)
-        .error(norm_q, norm_x_max, len)
+        .error(query, norm_q, norm_x_max, err_x_max)
+}
+
+/// Whether [`dots_approx`] scores vectors of `len` elements.
+pub fn approx_fits(len: usize) -> bool {
+    approx().is_some_and(|p| p.fits(len))
 }
 
 /// Approximate dot products, each within [`approx_error`] of [`dots`]:

@@ -212,7 +212,7 @@ impl Event {
     }
 
     /// cosine-v1 rows of `users` (all matchable, with vectors of one length)
-    /// from 16-bit vectors: every eligible pair within `bounds[r]` of its
+    /// from 16- or 8-bit vectors: every eligible pair within `bounds[r]` of its
     /// exact score in [`Event::score_rows`], and NaN exactly where that row
     /// has NaN. Half the memory traffic of the exact rows; [`super::plan_bounded`]
     /// then computes exactly the scores that matter. `None` when the event
@@ -230,13 +230,13 @@ impl Event {
             let (Embedding::Valid(v), Some(&i)) = (&u.embedding, self.index.get(&u.user_id)) else {
                 return None;
             };
-            if !self.matchable(u) || *len.get_or_insert(v.len()) != v.len() {
+            if !self.matchable(u) || *len.get_or_insert(v.len()) != v.len() || !kernel::approx_fits(v.len()) {
                 return None;
             }
             self.approx.get(i)?.as_ref()?;
             queries.push(&v[..]);
             let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt() * 1.0001;
-            bounds.push(kernel::approx_error(norm, self.max_norm, v.len()));
+            bounds.push(kernel::approx_error(v, norm, self.max_norm, self.max_approx_error));
         }
         let len = len?;
         // The same candidates as the exact rows: matchable, with a vector

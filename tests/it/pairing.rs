@@ -404,7 +404,8 @@ async fn planning_holds_no_lock_and_a_concurrent_round_is_noticed(pool: PgPool) 
 
 /// `MATCHMAKER_KERNEL` forces each of this CPU's kernel paths: every one
 /// plans the same round with the same score bits (the reference order), and
-/// a name the CPU lacks is a one-line error naming the ones it has.
+/// a name the CPU lacks (of an exact or a first-pass path) is a one-line
+/// error naming the ones it has.
 #[sqlx::test(migrator = "matchmaker::MIGRATOR")]
 async fn every_kernel_path_plans_the_same_round(pool: PgPool) {
     event_of(&pool, "paths", 30, 17).await;
@@ -434,6 +435,14 @@ async fn every_kernel_path_plans_the_same_round(pool: PgPool) {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("MATCHMAKER_KERNEL=sse9") && err.contains("portable"),
+        "{err}"
+    );
+    let o = pair(&url, &[("MATCHMAKER_APPROX_KERNEL", "i4")], &["--event", "paths"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("MATCHMAKER_APPROX_KERNEL=i4") && err.contains("i8-portable"),
         "{err}"
     );
 }

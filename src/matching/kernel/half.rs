@@ -1,4 +1,5 @@
-//! 16-bit copies of vectors for the approximate first pass, and the bounds
+//! 16-bit copies of vectors for the approximate first pass (the 8-bit ones
+//! are in [`super::int8`]), and the bounds
 //! on how far their scores may be from the exact ones.
 //!
 //! # IEEE half with a power-of-two scale, and its bound
@@ -88,18 +89,29 @@ pub(super) enum Format {
     /// bfloat16 of `x` (scale 1), zero-padded to a multiple of
     /// [`BF16_BLOCK`].
     Bf16,
+    /// Signed bytes with a scale (see [`super::int8`]), zero-padded to a
+    /// multiple of [`super::int8::I8_BLOCK`].
+    I8,
 }
 
-/// A vector in 16 bits per element, for the approximate kernels
+/// A vector in 16 or 8 bits per element, for the approximate kernels
 /// ([`super::dots_approx`]); made by [`super::to_approx`]. Its fields are
-/// private so that its invariants (the length of `bits` for its format, a
-/// power-of-two scale, no half infinity or NaN) hold by construction.
+/// private so that its invariants (the length of `bits` or `bytes` for its
+/// format, a power-of-two scale for halves, no half infinity or NaN, an
+/// 8-bit vector's sum and error) hold by construction.
 #[derive(Clone, PartialEq)]
 pub struct ApproxVector {
     format: Format,
     len: usize,
     scale: f32,
+    /// The 16-bit formats' elements (empty for 8 bits).
     bits: Box<[u16]>,
+    /// The 8-bit format's elements (empty for 16 bits).
+    bytes: Box<[i8]>,
+    /// The sum of `bytes`.
+    sum: i32,
+    /// An upper bound of `‖x − scale·bytes‖` (0 for 16 bits).
+    error: f32,
 }
 
 impl fmt::Debug for ApproxVector {
@@ -127,16 +139,59 @@ impl ApproxVector {
         self.format
     }
 
-    /// The power of two the stored elements are multiplied by (1 for
-    /// bfloat16; NaN for a vector with a non-finite element).
+    /// What the stored elements are multiplied by: a power of two for
+    /// halves, 1 for bfloat16, the 8-bit scale; NaN for a vector with a
+    /// non-finite element.
     pub(super) fn scale(&self) -> f32 {
         self.scale
     }
 
     /// The stored elements: `len` halves, or `len` bfloat16 values padded to
-    /// a multiple of [`BF16_BLOCK`].
+    /// a multiple of [`BF16_BLOCK`] (empty for 8 bits).
     pub(super) fn bits(&self) -> &[u16] {
         &self.bits
+    }
+
+    /// The 8-bit elements, padded (empty for 16 bits).
+    pub(super) fn bytes(&self) -> &[i8] {
+        &self.bytes
+    }
+
+    /// The sum of [`ApproxVector::bytes`].
+    pub(super) fn sum(&self) -> i32 {
+        self.sum
+    }
+
+    /// How far the stored vector may be from the original (Euclidean norm
+    /// of the difference, rounded up): measured for 8 bits, 0 for the
+    /// 16-bit formats, whose bounds need no such term. The event keeps the
+    /// largest, for [`super::approx_error`].
+    pub fn error(&self) -> f32 {
+        self.error
+    }
+
+    fn halves(format: Format, len: usize, scale: f32, bits: Vec<u16>) -> Self {
+        Self {
+            format,
+            len,
+            scale,
+            bits: bits.into_boxed_slice(),
+            bytes: Box::default(),
+            sum: 0,
+            error: 0.0,
+        }
+    }
+
+    pub(super) fn from_quantized(len: usize, q: super::int8::Quantized) -> Self {
+        Self {
+            format: Format::I8,
+            len,
+            scale: q.scale,
+            bits: Box::default(),
+            bytes: q.bytes.into_boxed_slice(),
+            sum: q.sum,
+            error: q.error,
+        }
     }
 }
 
@@ -221,12 +276,7 @@ pub(super) fn to_f16(v: &[f32]) -> ApproxVector {
         let inv = pow2(-k);
         (pow2(k), v.iter().map(|&x| f16_bits(x * inv)).collect())
     };
-    ApproxVector {
-        format: Format::F16,
-        len: v.len(),
-        scale,
-        bits: bits.into_boxed_slice(),
-    }
+    ApproxVector::halves(Format::F16, v.len(), scale, bits)
 }
 
 /// `x` in bfloat16 (round to nearest even; NaN to a quiet NaN).
@@ -248,12 +298,7 @@ pub(super) fn bf16_padded(v: &[f32]) -> Vec<u16> {
 
 /// `v` in bfloat16 for the AVX-512 BF16 path.
 pub(super) fn to_bf16(v: &[f32]) -> ApproxVector {
-    ApproxVector {
-        format: Format::Bf16,
-        len: v.len(),
-        scale: 1.0,
-        bits: bf16_padded(v).into_boxed_slice(),
-    }
+    ApproxVector::halves(Format::Bf16, v.len(), 1.0, bf16_padded(v))
 }
 
 /// `b` rounded up to an f32.

@@ -1,4 +1,5 @@
 use super::half::{self, f16_bits, f16_value};
+use super::int8;
 use super::*;
 use rand::{Rng, SeedableRng};
 
@@ -222,10 +223,11 @@ fn every_entry_handles_empty_odd_and_mismatched_input() {
         assert_eq!(ran, approx_available());
         assert!(dots_approx(&qs, &[], &mut []) == approx_available());
         assert!(dots_approx(&[], &hc, &mut []) == approx_available());
-        assert!(approx_error(1.0, 1.0, len).is_finite());
+        assert!(approx_error(&a, 1.0, 1.0, 0.0).is_finite());
         for path in &paths {
             let va = path.to_approx(&a);
             let vb = path.to_approx(&b);
+            let ex = va.error().max(vb.error());
             let cs: Vec<Option<&ApproxVector>> = vec![Some(&vb), None, Some(&va)];
             path.dots(&qs, &[], &mut []);
             path.dots(&[], &cs, &mut []);
@@ -237,7 +239,7 @@ fn every_entry_handles_empty_odd_and_mismatched_input() {
                     let got = out[q * cs.len() + k];
                     match c {
                         Some(c) if c.len() == qv.len() => {
-                            let bound = path.error(norm_up(qv), norm_up(c), len);
+                            let bound = path.error(qv, norm_up(qv), norm_up(c), ex);
                             assert!((got - dot(qv, c)).abs() <= bound, "{} len {len}", path.name);
                             if c.is_empty() {
                                 assert_eq!(got.to_bits(), 0f32.to_bits());
@@ -365,7 +367,7 @@ fn worst_ratio(path: &ApproxPath, qs: &[Vec<f32>], xs: &[Vec<f32>], bound_scale:
         for (k, xv) in xs.iter().enumerate() {
             let got = out[q * xs.len() + k];
             let exact = dot(qv, xv);
-            let bound = path.error(norm_up(qv), norm_up(xv), qv.len()) * bound_scale;
+            let bound = path.error(qv, norm_up(qv), norm_up(xv), hs[k].error()) * bound_scale;
             let err = f64::from((got - exact).abs());
             assert!(
                 err <= f64::from(bound),
@@ -475,7 +477,7 @@ fn bf16_dots_are_within_their_bound() {
                 }
                 let exact = dot(qv, cv);
                 assert!(
-                    (got - exact).abs() <= path.error(1.0001, 1.0001, len),
+                    (got - exact).abs() <= path.error(qv, 1.0001, 1.0001, 0.0),
                     "len {len} q {q} k {k}: {got} vs {exact}"
                 );
             }
@@ -498,6 +500,7 @@ fn dots_approx_runs_here_within_the_bound() {
     let qs: Vec<Vec<f32>> = (0..20).map(|_| unit(&mut rng, len)).collect();
     let cs: Vec<Vec<f32>> = (0..700).map(|_| unit(&mut rng, len)).collect();
     let hs: Vec<ApproxVector> = cs.iter().map(|c| to_approx(c)).collect();
+    let ex = hs.iter().map(ApproxVector::error).fold(0f32, f32::max);
     let q_refs: Vec<&[f32]> = qs.iter().map(Vec::as_slice).collect();
     let c_refs: Vec<Option<&ApproxVector>> = hs.iter().map(Some).collect();
     let mut out = vec![0.0; qs.len() * cs.len()];
@@ -509,7 +512,7 @@ fn dots_approx_runs_here_within_the_bound() {
         for (k, cv) in cs.iter().enumerate() {
             let got = out[q * cs.len() + k];
             assert_eq!(got.to_bits(), single[q * cs.len() + k].to_bits());
-            assert!((got - dot(qv, cv)).abs() <= approx_error(1.0001, 1.0001, len));
+            assert!((got - dot(qv, cv)).abs() <= approx_error(qv, 1.0001, 1.0001, ex));
         }
     }
 }
@@ -521,23 +524,179 @@ fn dots_approx_runs_here_within_the_bound() {
 fn the_fastest_path_is_selected() {
     if std::env::var_os("MATCHMAKER_PORTABLE_KERNEL").is_some() {
         assert_eq!(implementation(), "portable");
+        assert_eq!(approx_implementation(), Some("i8-portable"));
         return;
     }
     #[cfg(target_arch = "aarch64")]
     {
         assert_eq!(implementation(), "neon");
-        assert_eq!(approx_implementation(), Some("f16-neon"));
+        assert!(matches!(approx_implementation(), Some("i8-neon" | "f16-neon")));
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         assert!(["avx2", "avx512"].contains(&implementation()));
-        if std::is_x86_feature_detected!("f16c") {
-            assert!(matches!(approx_implementation(), Some("f16c" | "bf16")));
-        }
+        assert!(approx_implementation().is_some_and(|p| p.starts_with("i8-") && p != "i8-portable"));
     }
     eprintln!(
         "exact path {}, approximate path {:?}",
         implementation(),
         approx_implementation()
     );
+}
+
+/// The 8-bit reference: the integer dot product of the quantized vectors,
+/// converted and scaled as the module docs of `int8` define the score.
+fn i8_reference(q: &[f32], x: &ApproxVector) -> f32 {
+    let qq = int8::quantize(q);
+    let i: i32 = qq
+        .bytes
+        .iter()
+        .zip(x.bytes())
+        .map(|(&a, &b)| i32::from(a) * i32::from(b))
+        .sum();
+    i as f32 * (qq.scale * x.scale())
+}
+
+/// Queries and candidates that reach the corners of the 8-bit format: all
+/// at the largest magnitude, zero, a scale that would be subnormal, one
+/// large element among tiny ones, and random ones.
+fn i8_cases(rng: &mut Rng64, len: usize) -> Vec<Vec<f32>> {
+    let mut v = vec![
+        vec![1.0; len],
+        (0..len).map(|j| if j % 2 == 0 { -3.5 } else { 3.5 }).collect(),
+        vec![0.0; len],
+        vec![1e-39; len],
+    ];
+    let mut spike: Vec<f32> = (0..len).map(|_| rng.gen_range(-1e-3f32..1e-3)).collect();
+    spike[len / 2] = -0.9;
+    v.push(spike);
+    for _ in 0..8 {
+        v.push(vec_of(rng, len));
+        v.push(unit(rng, len));
+    }
+    v
+}
+
+/// Every 8-bit path gives exactly the reference's bits (their integer sums
+/// are exact, and the one driver scales them), for every length around the
+/// 16-, 32- and 64-byte steps, and leaves the other columns alone.
+#[test]
+fn every_i8_path_gives_the_same_bits() {
+    let mut rng = Rng64::seed_from_u64(88);
+    let i8_paths: Vec<ApproxPath> = approx_paths()
+        .into_iter()
+        .filter(|p| p.format == half::Format::I8)
+        .collect();
+    assert!(i8_paths.iter().any(|p| p.name == "i8-portable"));
+    for &len in lengths().iter().chain(&[127, 128, 129, 1536]) {
+        let cases = i8_cases(&mut rng, len);
+        let qs: Vec<&[f32]> = cases.iter().map(Vec::as_slice).collect();
+        let hs: Vec<ApproxVector> = cases.iter().map(|c| int8::to_i8(c)).collect();
+        let cs: Vec<Option<&ApproxVector>> = hs.iter().enumerate().map(|(k, h)| (k % 5 != 3).then_some(h)).collect();
+        for path in &i8_paths {
+            let mut got = vec![7.0; qs.len() * cs.len()];
+            path.dots(&qs, &cs, &mut got);
+            for (q, qv) in qs.iter().enumerate() {
+                for (k, h) in hs.iter().enumerate() {
+                    let g = got[q * cs.len() + k];
+                    if k % 5 == 3 {
+                        assert_eq!(g, 7.0, "{} untouched column", path.name);
+                    } else {
+                        let want = i8_reference(qv, h);
+                        assert_eq!(g.to_bits(), want.to_bits(), "{} len {len} q {q} k {k}", path.name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The quantization records what it did: the sum of its bytes, an error at
+/// least the exact distance between the vector and its copy (computed here
+/// independently), a zero scale for zero or tiny vectors with the whole
+/// vector as error, and a NaN scale for a non-finite vector.
+#[test]
+fn i8_quantization_measures_its_error() {
+    let mut rng = Rng64::seed_from_u64(5);
+    for &len in &[1, 64, 65, 384] {
+        for x in i8_cases(&mut rng, len) {
+            let q = int8::quantize(&x);
+            assert_eq!(q.bytes.len(), len.div_ceil(64) * 64);
+            assert!(q.bytes[len..].iter().all(|&b| b == 0));
+            assert!(q.bytes.iter().all(|&b| b != i8::MIN));
+            assert_eq!(q.sum, q.bytes.iter().map(|&b| i32::from(b)).sum::<i32>());
+            let dist: f64 = x
+                .iter()
+                .zip(&q.bytes)
+                .map(|(&xv, &b)| (f64::from(xv) - f64::from(q.scale) * f64::from(b)).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(f64::from(q.error) >= dist, "len {len}: {} < {dist}", q.error);
+            assert!(
+                f64::from(q.error) <= dist * 1.000_001 + 1e-30,
+                "len {len}: not the measured error"
+            );
+            if x.iter().all(|&v| v.abs() < 1e-38) {
+                assert_eq!(q.scale, 0.0);
+            }
+        }
+    }
+    let q = int8::quantize(&[1.0, f32::INFINITY]);
+    assert!(q.scale.is_nan());
+}
+
+/// Queries whose rounding errors all point along the candidate: element
+/// `j` is `(k_j ± 0.49)·t` with `t` the scale (its largest element is 1),
+/// and the candidate is the signs of those ±0.49 (exactly representable up
+/// to its scale's rounding). The error of their score is then
+/// `Σ|q_j − q̃_j| ≈ ‖q − q̃‖·‖x‖`, the bound's main term.
+fn i8_tight_pair(rng: &mut Rng64, len: usize) -> [Vec<f32>; 2] {
+    let t = 1.0f32 / 127.0;
+    let mut q = vec![1.0f32; len];
+    let mut x = vec![0.0f32; len];
+    for j in 1..len {
+        let k = rng.gen_range(-120i32..=120) as f32;
+        let d = if rng.gen_bool(0.5) { 0.49 } else { -0.49 };
+        q[j] = (k + d) * t;
+        x[j] = if d > 0.0 { 1.0 } else { -1.0 };
+    }
+    [q, x]
+}
+
+/// The 8-bit bound holds on every case, both ways round, and is tight: the
+/// adversarial pairs reach at least 95 % of it, so made 10 % smaller
+/// (`bound_scale` 0.9) the test fails on them.
+#[test]
+fn i8_bound_holds_and_is_tight() {
+    let mut rng = Rng64::seed_from_u64(2026);
+    let lens: &[usize] = if cfg!(miri) { &[17] } else { &[16, 100, 384, 385, 1536] };
+    for path in approx_paths().into_iter().filter(|p| p.format == half::Format::I8) {
+        for &len in lens {
+            let mut cases = i8_cases(&mut rng, len);
+            for scale in [1e15f32, 1e-15, 3e-39] {
+                cases.push(unit(&mut rng, len).iter().map(|x| x * scale).collect());
+            }
+            worst_ratio(&path, &cases, &cases, 1.0);
+            let tight = i8_tight_pair(&mut rng, len);
+            let worst = worst_ratio(&path, &tight, &tight, 1.0);
+            assert!(
+                worst >= 0.95,
+                "{} len {len}: the cases reach only {worst} of the bound",
+                path.name
+            );
+        }
+    }
+}
+
+/// The 8-bit bound as a function: its main terms are the two measured
+/// errors, and it grows with each input.
+#[test]
+fn i8_bound_values() {
+    let b = int8::i8_error(1.0, 0.007, 1.0, 0.012, 384);
+    assert!((0.0190..0.0192).contains(&b), "{b}");
+    assert!(int8::i8_error(1.0, 0.0, 1.0, 0.0, 384) < 1e-5);
+    assert!(int8::i8_error(2.0, 0.007, 1.0, 0.012, 384) > b);
+    assert!(int8::i8_error(1.0, 0.008, 1.0, 0.012, 384) > b);
+    assert!(int8::i8_error(1.0, 0.007, 1.0, 0.013, 384) > b);
+    assert!(int8::i8_error(1.0, 0.007, 1.0, 0.012, 3072) > b);
 }

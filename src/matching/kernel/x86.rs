@@ -12,6 +12,7 @@
 //! call, so a path can never run on a CPU without them, whoever calls it.
 
 use super::half::{self, ApproxVector, BF16_BLOCK};
+use super::int8::{self, MicroI8, I8_BLOCK};
 use super::{columns, one_length, reduce, ApproxPath, ExactPath, Micro, Out, Tails, LANES};
 use std::arch::x86_64::*;
 
@@ -620,6 +621,290 @@ fn block_bf16_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>)
     unsafe { block_bf16(&qs, &cs, out) }
 }
 
+// ------------------------------------------------------------ 8-bit (approximate)
+
+fn has_vnni512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vnni")
+}
+
+fn has_avxvnni() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni")
+}
+
+/// The sums of sixteen vectors of i32 lanes, `out[s]` of `v[s]`, folded
+/// together with shuffles (integer sums are exact in any order).
+#[target_feature(enable = "avx512f")]
+fn reduce16_epi32(v: [__m512i; 16]) -> [i32; 16] {
+    let w: [__m512i; 8] = std::array::from_fn(|j| {
+        let (a, b) = (v[2 * j], v[2 * j + 1]);
+        _mm512_add_epi32(_mm512_shuffle_i32x4::<0x44>(a, b), _mm512_shuffle_i32x4::<0xEE>(a, b))
+    });
+    let x: [__m512i; 4] = std::array::from_fn(|j| {
+        let (a, b) = (w[2 * j], w[2 * j + 1]);
+        _mm512_add_epi32(_mm512_shuffle_i32x4::<0x88>(a, b), _mm512_shuffle_i32x4::<0xDD>(a, b))
+    });
+    let y: [__m512i; 2] = std::array::from_fn(|j| {
+        let (a, b) = (x[2 * j], x[2 * j + 1]);
+        _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
+    });
+    let z = _mm512_add_epi32(
+        _mm512_castps_si512(_mm512_shuffle_ps::<0b10_00_10_00>(
+            _mm512_castsi512_ps(y[0]),
+            _mm512_castsi512_ps(y[1]),
+        )),
+        _mm512_castps_si512(_mm512_shuffle_ps::<0b11_01_11_01>(
+            _mm512_castsi512_ps(y[0]),
+            _mm512_castsi512_ps(y[1]),
+        )),
+    );
+    let mut lanes = [0i32; 16];
+    // SAFETY: `lanes` has 16 elements.
+    unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), z) };
+    std::array::from_fn(|s| lanes[4 * (s % 4) + s / 4])
+}
+
+/// `vpdpbusd` on 512 bits: 64 byte products per instruction.
+struct Vnni512;
+
+impl MicroI8 for Vnni512 {
+    const UNSIGNED_QUERY: bool = true;
+    const R: usize = 4;
+    const C: usize = 4;
+
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8]; C]) -> [[i32; C]; R] {
+        // SAFETY: the caller guarantees the instruction set.
+        unsafe { tile_vnni512::<R, C>(qs, cs) }
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        // SAFETY: SSE is part of x86-64; a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+}
+
+/// # Safety
+/// AVX-512 F, BW and VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_vnni512<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8]; C]) -> [[i32; C]; R] {
+    let n = cs[0].len();
+    assert!(n.is_multiple_of(I8_BLOCK) && qs.iter().all(|q| q.len() == n) && cs.iter().all(|c| c.len() == n));
+    let mut acc = [[_mm512_setzero_si512(); C]; R];
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 64 <= n, the length of every slice (checked above).
+        let cv: [__m512i; C] = std::array::from_fn(|c| unsafe { _mm512_loadu_si512(cs[c].as_ptr().add(i).cast()) });
+        for r in 0..R {
+            // SAFETY: as above.
+            let qv = unsafe { _mm512_loadu_si512(qs[r].as_ptr().add(i).cast()) };
+            for c in 0..C {
+                acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], qv, cv[c]);
+            }
+        }
+        i += I8_BLOCK;
+    }
+    let mut out = [[0i32; C]; R];
+    if R * C == 16 {
+        let sums = reduce16_epi32(std::array::from_fn(|s| acc[s / C][s % C]));
+        for (s, v) in sums.into_iter().enumerate() {
+            out[s / C][s % C] = v;
+        }
+        return out;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[r][c] = _mm512_reduce_add_epi32(acc[r][c]);
+        }
+    }
+    out
+}
+
+/// The sums of eight vectors of i32 lanes, `out[s]` of `v[s]` (exact in any
+/// order).
+#[target_feature(enable = "avx2")]
+fn fold8_epi32(v: [__m256i; 8]) -> [i32; 8] {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    let a = _mm256_hadd_epi32(h01, h23);
+    let b = _mm256_hadd_epi32(h45, h67);
+    let sum = _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(a, b),
+        _mm256_permute2x128_si256::<0x31>(a, b),
+    );
+    let mut lanes = [0i32; 8];
+    // SAFETY: `lanes` has 8 elements.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), sum) };
+    lanes
+}
+
+/// The `R × C` (at most 16) accumulators of a 256-bit kernel folded into
+/// sums.
+#[target_feature(enable = "avx2")]
+fn fold_all<const R: usize, const C: usize>(acc: [[__m256i; C]; R]) -> [[i32; C]; R] {
+    assert!(R * C <= 16, "at most 16 accumulators");
+    let flat: [__m256i; 16] = std::array::from_fn(|s| {
+        if s < R * C {
+            acc[s / C][s % C]
+        } else {
+            _mm256_setzero_si256()
+        }
+    });
+    let lo = fold8_epi32(std::array::from_fn(|j| flat[j]));
+    let hi = if R * C > 8 {
+        fold8_epi32(std::array::from_fn(|j| flat[8 + j]))
+    } else {
+        [0; 8]
+    };
+    std::array::from_fn(|r| {
+        std::array::from_fn(|c| {
+            let s = r * C + c;
+            if s < 8 {
+                lo[s]
+            } else {
+                hi[s - 8]
+            }
+        })
+    })
+}
+
+/// `vpdpbusd` on 256 bits (AVX-VNNI): 32 byte products per instruction.
+struct AvxVnni;
+
+impl MicroI8 for AvxVnni {
+    const UNSIGNED_QUERY: bool = true;
+    const R: usize = 4;
+    const C: usize = 3;
+
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8]; C]) -> [[i32; C]; R] {
+        // SAFETY: the caller guarantees the instruction set.
+        unsafe { tile_avxvnni::<R, C>(qs, cs) }
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        // SAFETY: SSE is part of x86-64; a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+}
+
+/// # Safety
+/// AVX2 and AVX-VNNI.
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn tile_avxvnni<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8]; C]) -> [[i32; C]; R] {
+    let n = cs[0].len();
+    assert!(n.is_multiple_of(I8_BLOCK) && qs.iter().all(|q| q.len() == n) && cs.iter().all(|c| c.len() == n));
+    let mut acc = [[_mm256_setzero_si256(); C]; R];
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 32 <= n, the length of every slice (checked above).
+        let cv: [__m256i; C] = std::array::from_fn(|c| unsafe { _mm256_loadu_si256(cs[c].as_ptr().add(i).cast()) });
+        for r in 0..R {
+            // SAFETY: as above.
+            let qv = unsafe { _mm256_loadu_si256(qs[r].as_ptr().add(i).cast()) };
+            for c in 0..C {
+                acc[r][c] = _mm256_dpbusd_avx_epi32(acc[r][c], qv, cv[c]);
+            }
+        }
+        i += 32;
+    }
+    fold_all(acc)
+}
+
+/// AVX2 alone: bytes widened to 16 bits (`vpmovsxbw`) and multiplied in
+/// pairs into 32-bit lanes (`vpmaddwd`): exact, no saturation.
+struct Avx2I8;
+
+impl MicroI8 for Avx2I8 {
+    const UNSIGNED_QUERY: bool = false;
+    const R: usize = 4;
+    const C: usize = 3;
+
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8]; C]) -> [[i32; C]; R] {
+        // SAFETY: the caller guarantees the instruction set.
+        unsafe { tile_avx2_i8::<R, C>(qs, cs) }
+    }
+
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        // SAFETY: SSE is part of x86-64; a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+}
+
+/// # Safety
+/// AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2_i8<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8]; C]) -> [[i32; C]; R] {
+    let n = cs[0].len();
+    assert!(n.is_multiple_of(I8_BLOCK) && qs.iter().all(|q| q.len() == n) && cs.iter().all(|c| c.len() == n));
+    let mut acc = [[_mm256_setzero_si256(); C]; R];
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 16 <= n, the length of every slice (checked above).
+        let cv: [__m256i; C] =
+            std::array::from_fn(|c| unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(cs[c].as_ptr().add(i).cast())) });
+        for r in 0..R {
+            // SAFETY: as above.
+            let qv = unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(qs[r].as_ptr().add(i).cast())) };
+            for c in 0..C {
+                acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(qv, cv[c]));
+            }
+        }
+        i += 16;
+    }
+    fold_all(acc)
+}
+
+fn block_vnni512_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
+    assert!(has_vnni512());
+    // SAFETY: features checked above (formats and lengths are checked by
+    // the driver and the micro-kernel).
+    unsafe { int8_gemm_vnni512(q, c, out) }
+}
+
+/// # Safety
+/// AVX-512 F, BW and VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn int8_gemm_vnni512(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
+    // SAFETY: the caller guarantees the instruction set.
+    unsafe { int8::gemm_i8::<Vnni512>(q, c, out) }
+}
+
+fn block_avxvnni_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
+    assert!(has_avxvnni());
+    // SAFETY: features checked above.
+    unsafe { int8_gemm_avxvnni(q, c, out) }
+}
+
+/// # Safety
+/// AVX2 and AVX-VNNI.
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn int8_gemm_avxvnni(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
+    // SAFETY: the caller guarantees the instruction set.
+    unsafe { int8::gemm_i8::<AvxVnni>(q, c, out) }
+}
+
+fn block_avx2_i8_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
+    assert!(has_avx2());
+    // SAFETY: features checked above.
+    unsafe { int8_gemm_avx2(q, c, out) }
+}
+
+/// # Safety
+/// AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn int8_gemm_avx2(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
+    // SAFETY: the caller guarantees the instruction set.
+    unsafe { int8::gemm_i8::<Avx2I8>(q, c, out) }
+}
+
 /// The exact paths of this CPU, fastest first.
 pub(super) fn exact_paths() -> Vec<ExactPath> {
     let mut v = Vec::new();
@@ -643,6 +928,27 @@ pub(super) fn exact_paths() -> Vec<ExactPath> {
 /// The approximate paths of this CPU, the preferred one first.
 pub(super) fn approx_paths() -> Vec<ApproxPath> {
     let mut v = Vec::new();
+    if has_vnni512() {
+        v.push(ApproxPath {
+            name: "i8-avx512",
+            format: half::Format::I8,
+            block: block_vnni512_safe,
+        });
+    }
+    if has_avxvnni() {
+        v.push(ApproxPath {
+            name: "i8-avxvnni",
+            format: half::Format::I8,
+            block: block_avxvnni_safe,
+        });
+    }
+    if has_avx2() {
+        v.push(ApproxPath {
+            name: "i8-avx2",
+            format: half::Format::I8,
+            block: block_avx2_i8_safe,
+        });
+    }
     if has_bf16() {
         v.push(ApproxPath {
             name: "bf16",
