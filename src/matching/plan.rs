@@ -7,6 +7,20 @@ use super::profile::{Embedding, Participant};
 use super::summaries::{fingerprint, Summaries};
 use super::topk::{self, Entry, TopK};
 
+/// Elements per bit mask of the scans over a row.
+const CHUNK: usize = 64;
+
+/// The bit mask of the elements of `chunk` (at most 64) for which `test`
+/// holds, computed without branches.
+#[inline(always)]
+fn hits(chunk: &[f32], test: impl Fn(f32) -> bool) -> u64 {
+    let mut mask = 0u64;
+    for (j, &s) in chunk.iter().enumerate() {
+        mask |= u64::from(test(s)) << j;
+    }
+    mask
+}
+
 /// What can be decided for one attendee of a batch before any of the batch
 /// is repaired, and so in parallel: their own top-K, and the lists the bump
 /// rule must look at.
@@ -68,9 +82,21 @@ pub fn plan_bounded(
     let mut lows: Vec<f32> = Vec::with_capacity(k + 1);
     let mut floor = f32::NEG_INFINITY;
     let mut maybe: Vec<u32> = Vec::new();
-    for (i, &s) in row[..n].iter().enumerate() {
-        if s + bound >= floor {
-            maybe.push(i as u32);
+    // In chunks of 64: a bit mask of the pairs that reach the floor as it
+    // was at the chunk's start (branch-free, so the compiler vectorises
+    // it), then those few one by one against the floor as it rises. The
+    // floor only rises, so the set is the same as testing one by one.
+    let row_n = &row[..n];
+    for (c, chunk) in row_n.chunks(CHUNK).enumerate() {
+        let mut mask = hits(chunk, |s| s + bound >= floor);
+        while mask != 0 {
+            let j = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let s = chunk[j];
+            if s + bound < floor {
+                continue;
+            }
+            maybe.push((c * CHUNK + j) as u32);
             let low = s - bound;
             if low > floor || lows.len() < k {
                 let at = lows.partition_point(|&x| x >= low);
@@ -133,17 +159,38 @@ fn bump_candidates(
         // in no order a branch predictor could learn); only the few hits
         // are looked at one by one.
         let gate = &summaries.gate[..packed];
-        let (row, members, clean_packed) = (&row[..packed.min(row.len())], &members[..packed], &clean[..packed]);
-        for i in 0..row.len() {
-            // NaN (not an eligible pair) compares false.
-            let enters = clean_packed[i] & (row[i] + slack >= gate[i]);
-            let maybe = members[i] & bit.1 != 0;
-            if !(enters | maybe) || me == Some(i) {
-                continue;
+        let (row, clean_packed) = (&row[..packed.min(row.len())], &clean[..packed]);
+        // In chunks of 64 lists: a bit mask of the lists to look at, the
+        // attendee's bit plane of the member filters (one word per chunk)
+        // or'ed with those their score reaches, computed branch-free (the
+        // compiler vectorises it); then the few hits one by one.
+        let plane = summaries.plane(bit);
+        let mut base = 0;
+        while base < row.len() {
+            let end = (base + CHUNK).min(row.len());
+            let valid = if end - base == 64 {
+                u64::MAX
+            } else {
+                (1u64 << (end - base)) - 1
+            };
+            let mut mask = plane.get(base / 64).copied().unwrap_or(u64::MAX) & valid;
+            for i in base..end {
+                // NaN (not an eligible pair) compares false.
+                let enters = clean_packed[i] & (row[i] + slack >= gate[i]);
+                mask |= u64::from(enters) << (i - base);
             }
-            if enters || (clean_packed[i] && summaries.may_hold(i, &user.user_id, bit)) {
-                candidates.push(i as u32);
+            while mask != 0 {
+                let i = base + mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                if me == Some(i) {
+                    continue;
+                }
+                let enters = clean_packed[i] & (row[i] + slack >= gate[i]);
+                if enters || (clean_packed[i] && summaries.may_hold(i, &user.user_id, bit)) {
+                    candidates.push(i as u32);
+                }
             }
+            base = end;
         }
         // Past the end of the row (no score: never enters): lists that may
         // hold the attendee, and those without a packed summary (none after
