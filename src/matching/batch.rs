@@ -15,9 +15,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// From this many participants, cosine-v1 batches are scored from 16-bit
-/// vectors first (half the memory traffic; exact where it matters, see
-/// [`super::plan_bounded`]), where the CPU has such a kernel.
+/// From this many participants, cosine-v1 batches are scored from 8-bit
+/// copies of the vectors first (a quarter of the memory traffic; exact
+/// where it matters, see [`super::plan_bounded`]).
 pub const APPROX_MIN_PARTICIPANTS: usize = 4_096;
 
 /// A claimed queue row: its id and its attendee.

@@ -1,7 +1,7 @@
 //! Scoring rows: each of a batch's attendees against every participant of
 //! the event in one pass (the kernel for the similarities, the postings for
 //! hybrid-v1's shared tags), exactly or, for large cosine-v1 events, from
-//! 16-bit vectors within a proven bound.
+//! 8-bit (or 16-bit) copies within a proven bound.
 
 use super::event::{score_at, Event};
 use super::kernel;
@@ -214,7 +214,7 @@ impl Event {
     /// cosine-v1 rows of `users` (all matchable, with vectors of one length)
     /// from 16- or 8-bit vectors: every eligible pair within `bounds[r]` of its
     /// exact score in [`Event::score_rows`], and NaN exactly where that row
-    /// has NaN. Half the memory traffic of the exact rows; [`super::plan_bounded`]
+    /// has NaN. A quarter of the memory traffic of the exact rows; [`super::plan_bounded`]
     /// then computes exactly the scores that matter. `None` when the event
     /// is not cosine-v1, the CPU has no approximate kernel, or a user does
     /// not fit.

@@ -71,9 +71,9 @@ async fn lists_equal_brute_force_with_late_provider_embeddings(pool: PgPool) {
     }
 }
 
-/// A cosine-v1 event large enough for the workers' approximate 16-bit path (see
-/// `matching::plan_bounded`; from 4,096 attendees, on CPUs with AVX-512
-/// BF16 or F16C, and NEON): a cold start, then joins, edits and leaves drained by two
+/// A cosine-v1 event large enough for the workers' approximate first pass (see
+/// `matching::plan_bounded`; from 4,096 attendees, on every CPU, from
+/// 8-bit copies): a cold start, then joins, edits and leaves drained by two
 /// concurrent workers, each time equal to the brute force bit for bit. The
 /// embeddings come from a few directions plus noise, so many pairs score
 /// within the approximation's error of each other.

@@ -4,6 +4,9 @@
 //!   [`super::gemm`], and for single pairs one `fmadd` per 8 lanes.
 //! - AVX2 + FMA + F16C: the approximate path over IEEE half vectors,
 //!   converted with `vcvtph2ps`.
+//! - 8-bit first pass (see [`super::int8`]): `vpdpbusd` with AVX-512 VNNI
+//!   (512 bits) or AVX-VNNI (256 bits), `vpmaddwd` of widened bytes with
+//!   AVX2 alone; integer sums folded with shuffles in any order (exact).
 //! - AVX-512 F (exact) and AVX-512 BF16 (approximate): unchanged arithmetic
 //!   (this machine's development CPU has no AVX-512, so these paths are
 //!   compiled and checked by the same tests on AVX-512 machines only).
@@ -665,27 +668,55 @@ fn reduce16_epi32(v: [__m512i; 16]) -> [i32; 16] {
     std::array::from_fn(|s| lanes[4 * (s % 4) + s / 4])
 }
 
-/// `vpdpbusd` on 512 bits: 64 byte products per instruction.
-struct Vnni512;
+/// Defines an 8-bit micro-kernel type `$name` over its `tile` function,
+/// and `$block`, its blocked kernel, which checks the CPU's features
+/// (`$has`) before it runs `int8::gemm_i8` compiled for them.
+macro_rules! micro_i8 {
+    ($(#[$doc:meta])* $name:ident, unsigned: $u:expr, r: $r:expr, c: $c:expr, $tile:ident,
+     $features:literal, $has:ident, $block:ident, $gemm:ident) => {
+        $(#[$doc])*
+        struct $name;
 
-impl MicroI8 for Vnni512 {
-    const UNSIGNED_QUERY: bool = true;
-    const R: usize = 4;
-    const C: usize = 4;
+        impl MicroI8 for $name {
+            const UNSIGNED_QUERY: bool = $u;
+            const R: usize = $r;
+            const C: usize = $c;
 
-    #[inline(always)]
-    unsafe fn tile<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8]; C]) -> [[i32; C]; R] {
-        // SAFETY: the caller guarantees the instruction set.
-        unsafe { tile_vnni512::<R, C>(qs, cs) }
-    }
+            #[inline(always)]
+            unsafe fn tile<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8]; C]) -> [[i32; C]; R] {
+                // SAFETY: the caller guarantees the instruction set.
+                unsafe { $tile::<R, C>(qs, cs) }
+            }
 
-    #[inline(always)]
-    unsafe fn prefetch(p: *const u8) {
-        // SAFETY: SSE is part of x86-64; a prefetch never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
-    }
+            #[inline(always)]
+            unsafe fn prefetch(p: *const u8) {
+                // SAFETY: SSE is part of x86-64; a prefetch never faults.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+            }
+        }
+
+        fn $block(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
+            assert!($has());
+            // SAFETY: features checked above (formats and lengths are
+            // checked by the driver and the micro-kernel).
+            unsafe { $gemm(q, c, out) }
+        }
+
+        /// # Safety
+        /// The features of the micro-kernel.
+        #[target_feature(enable = $features)]
+        unsafe fn $gemm(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
+            // SAFETY: the caller guarantees the instruction set.
+            unsafe { int8::gemm_i8::<$name>(q, c, out) }
+        }
+    };
 }
 
+micro_i8!(
+    /// `vpdpbusd` on 512 bits: 64 byte products per instruction.
+    Vnni512, unsigned: true, r: 4, c: 4, tile_vnni512,
+    "avx512f,avx512bw,avx512vnni", has_vnni512, block_vnni512_safe, int8_gemm_vnni512
+);
 /// # Safety
 /// AVX-512 F, BW and VNNI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -772,27 +803,11 @@ fn fold_all<const R: usize, const C: usize>(acc: [[__m256i; C]; R]) -> [[i32; C]
     })
 }
 
-/// `vpdpbusd` on 256 bits (AVX-VNNI): 32 byte products per instruction.
-struct AvxVnni;
-
-impl MicroI8 for AvxVnni {
-    const UNSIGNED_QUERY: bool = true;
-    const R: usize = 4;
-    const C: usize = 3;
-
-    #[inline(always)]
-    unsafe fn tile<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8]; C]) -> [[i32; C]; R] {
-        // SAFETY: the caller guarantees the instruction set.
-        unsafe { tile_avxvnni::<R, C>(qs, cs) }
-    }
-
-    #[inline(always)]
-    unsafe fn prefetch(p: *const u8) {
-        // SAFETY: SSE is part of x86-64; a prefetch never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
-    }
-}
-
+micro_i8!(
+    /// `vpdpbusd` on 256 bits (AVX-VNNI): 32 byte products per instruction.
+    AvxVnni, unsigned: true, r: 4, c: 3, tile_avxvnni,
+    "avx2,avxvnni", has_avxvnni, block_avxvnni_safe, int8_gemm_avxvnni
+);
 /// # Safety
 /// AVX2 and AVX-VNNI.
 #[target_feature(enable = "avx2,avxvnni")]
@@ -816,28 +831,12 @@ unsafe fn tile_avxvnni<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8
     fold_all(acc)
 }
 
-/// AVX2 alone: bytes widened to 16 bits (`vpmovsxbw`) and multiplied in
-/// pairs into 32-bit lanes (`vpmaddwd`): exact, no saturation.
-struct Avx2I8;
-
-impl MicroI8 for Avx2I8 {
-    const UNSIGNED_QUERY: bool = false;
-    const R: usize = 4;
-    const C: usize = 3;
-
-    #[inline(always)]
-    unsafe fn tile<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8]; C]) -> [[i32; C]; R] {
-        // SAFETY: the caller guarantees the instruction set.
-        unsafe { tile_avx2_i8::<R, C>(qs, cs) }
-    }
-
-    #[inline(always)]
-    unsafe fn prefetch(p: *const u8) {
-        // SAFETY: SSE is part of x86-64; a prefetch never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
-    }
-}
-
+micro_i8!(
+    /// AVX2 alone: bytes widened to 16 bits (`vpmovsxbw`) and multiplied in
+    /// pairs into 32-bit lanes (`vpmaddwd`): exact, no saturation.
+    Avx2I8, unsigned: false, r: 4, c: 3, tile_avx2_i8,
+    "avx2", has_avx2, block_avx2_i8_safe, int8_gemm_avx2
+);
 /// # Safety
 /// AVX2.
 #[target_feature(enable = "avx2")]
@@ -860,49 +859,6 @@ unsafe fn tile_avx2_i8<const R: usize, const C: usize>(qs: [&[u8]; R], cs: [&[i8
         i += 16;
     }
     fold_all(acc)
-}
-
-fn block_vnni512_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
-    assert!(has_vnni512());
-    // SAFETY: features checked above (formats and lengths are checked by
-    // the driver and the micro-kernel).
-    unsafe { int8_gemm_vnni512(q, c, out) }
-}
-
-/// # Safety
-/// AVX-512 F, BW and VNNI.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn int8_gemm_vnni512(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
-    // SAFETY: the caller guarantees the instruction set.
-    unsafe { int8::gemm_i8::<Vnni512>(q, c, out) }
-}
-
-fn block_avxvnni_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
-    assert!(has_avxvnni());
-    // SAFETY: features checked above.
-    unsafe { int8_gemm_avxvnni(q, c, out) }
-}
-
-/// # Safety
-/// AVX2 and AVX-VNNI.
-#[target_feature(enable = "avx2,avxvnni")]
-unsafe fn int8_gemm_avxvnni(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
-    // SAFETY: the caller guarantees the instruction set.
-    unsafe { int8::gemm_i8::<AvxVnni>(q, c, out) }
-}
-
-fn block_avx2_i8_safe(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
-    assert!(has_avx2());
-    // SAFETY: features checked above.
-    unsafe { int8_gemm_avx2(q, c, out) }
-}
-
-/// # Safety
-/// AVX2.
-#[target_feature(enable = "avx2")]
-unsafe fn int8_gemm_avx2(q: &[&[f32]], c: &[Option<&ApproxVector>], out: &mut Out<'_>) {
-    // SAFETY: the caller guarantees the instruction set.
-    unsafe { int8::gemm_i8::<Avx2I8>(q, c, out) }
 }
 
 /// The exact paths of this CPU, fastest first.
