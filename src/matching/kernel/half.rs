@@ -302,7 +302,7 @@ pub(super) fn to_bf16(v: &[f32]) -> ApproxVector {
 }
 
 /// `b` rounded up to an f32.
-fn up(b: f64) -> f32 {
+pub(super) fn up(b: f64) -> f32 {
     let f = b as f32;
     if f64::from(f) < b {
         f.next_up()
@@ -312,7 +312,7 @@ fn up(b: f64) -> f32 {
 }
 
 /// `γ(d) = dε / (1 - dε)` for f32 (infinite when `dε ≥ 1`).
-fn gamma(d: f64) -> f64 {
+pub(super) fn gamma(d: f64) -> f64 {
     let de = d * f64::from(f32::EPSILON) / 2.0;
     if de >= 1.0 {
         f64::INFINITY

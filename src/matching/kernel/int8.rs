@@ -57,7 +57,7 @@
 //! whose rounding errors all point along the candidate, reaching more than
 //! 0.9 of the bound: it fails when the bound is made 10 % smaller.
 
-use super::half::{ApproxVector, Format};
+use super::half::{gamma, up, ApproxVector, Format};
 use super::{columns, one_length, Out};
 
 /// Elements per block: 8-bit vectors are zero-padded to a multiple of this
@@ -76,16 +76,6 @@ pub(super) struct Quantized {
     pub(super) bytes: Vec<i8>,
     pub(super) sum: i32,
     pub(super) error: f32,
-}
-
-/// `b` rounded up to an f32.
-fn up(b: f64) -> f32 {
-    let f = b as f32;
-    if f64::from(f) < b {
-        f.next_up()
-    } else {
-        f
-    }
 }
 
 /// `v` in 8 bits with its measured error (see the module docs).
@@ -141,12 +131,7 @@ pub(super) fn i8_error(norm_q: f32, err_q: f32, norm_x_max: f32, err_x_max: f32,
     );
     let n = len as f64;
     let eps = 2f64.powi(-24);
-    let d = (len.div_ceil(16) + 4) as f64;
-    let gamma = if d * eps >= 1.0 {
-        f64::INFINITY
-    } else {
-        d * eps / (1.0 - d * eps)
-    };
+    let gamma = gamma((len.div_ceil(16) + 4) as f64);
     let bound = eq * nx
         + (nq + eq) * ex
         + 3.0001 * eps * (nq + eq) * (nx + ex)
