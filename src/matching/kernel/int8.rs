@@ -93,25 +93,56 @@ pub(super) fn quantize(v: &[f32]) -> Quantized {
     let m = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     let scale = m / 127.0;
     let scale = if scale.is_normal() { scale } else { 0.0 };
-    let mut err2 = 0f64;
-    let mut sum = 0i32;
-    for (b, &x) in bytes.iter_mut().zip(v) {
-        let k = if scale == 0.0 {
-            0
-        } else {
-            (x / scale).round_ties_even().clamp(-127.0, 127.0) as i8
+    if scale == 0.0 {
+        // Every byte 0: the error is the vector's own norm.
+        let err2: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+        return Quantized {
+            scale,
+            bytes,
+            sum: 0,
+            error: up(err2.sqrt() * (1.0 + 2f64.powi(-30))),
         };
+    }
+    // Lanes of partial sums, so the loop vectorises: the bound on the f64
+    // sum of squares (module docs) holds in any order of summation.
+    const LANES: usize = 8;
+    let mut err2 = [0f64; LANES];
+    let mut sum = [0i32; LANES];
+    let (head, tail) = v.split_at(v.len() - v.len() % LANES);
+    let (bhead, btail) = bytes[..v.len()].split_at_mut(head.len());
+    for (bs, xs) in bhead.chunks_exact_mut(LANES).zip(head.chunks_exact(LANES)) {
+        for l in 0..LANES {
+            let k = round_byte(xs[l] / scale);
+            bs[l] = k;
+            sum[l] += i32::from(k);
+            let r = f64::from(xs[l]) - f64::from(scale) * f64::from(k);
+            err2[l] += r * r;
+        }
+    }
+    for (b, &x) in btail.iter_mut().zip(tail) {
+        let k = round_byte(x / scale);
         *b = k;
-        sum += i32::from(k);
+        sum[0] += i32::from(k);
         let r = f64::from(x) - f64::from(scale) * f64::from(k);
-        err2 += r * r;
+        err2[0] += r * r;
     }
     Quantized {
         scale,
         bytes,
-        sum,
-        error: up(err2.sqrt() * (1.0 + 2f64.powi(-30))),
+        sum: sum.iter().sum(),
+        error: up(err2.iter().sum::<f64>().sqrt() * (1.0 + 2f64.powi(-30))),
     }
+}
+
+/// `clamp(round_ties_even(y), -127, 127)` for a finite `y`, without a call
+/// into libm (which `round_ties_even` is on x86-64's baseline): once `y` is
+/// clamped, adding and subtracting 1.5·2²³ (an even integer) leaves it
+/// rounded to the nearest integer, ties to even, in the default rounding
+/// mode, and both steps are exact.
+#[inline(always)]
+fn round_byte(y: f32) -> i8 {
+    const SHIFT: f32 = 12_582_912.0;
+    ((y.clamp(-127.0, 127.0) + SHIFT) - SHIFT) as i8
 }
 
 /// `v` as an 8-bit [`ApproxVector`].

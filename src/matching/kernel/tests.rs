@@ -625,6 +625,17 @@ fn i8_quantization_measures_its_error() {
             assert!(q.bytes[len..].iter().all(|&b| b == 0));
             assert!(q.bytes.iter().all(|&b| b != i8::MIN));
             assert_eq!(q.sum, q.bytes.iter().map(|&b| i32::from(b)).sum::<i32>());
+            if q.scale != 0.0 {
+                let want: Vec<i8> = x
+                    .iter()
+                    .map(|&xv| (xv / q.scale).round_ties_even().clamp(-127.0, 127.0) as i8)
+                    .collect();
+                assert_eq!(
+                    q.bytes[..len],
+                    want[..],
+                    "len {len}: not rounded to nearest, ties to even"
+                );
+            }
             let dist: f64 = x
                 .iter()
                 .zip(&q.bytes)
@@ -641,6 +652,11 @@ fn i8_quantization_measures_its_error() {
             }
         }
     }
+    // Scale 1 (the largest element is 127): halves round to even.
+    let ties = [127.0, 0.5, 1.5, 2.5, -0.5, -2.5, 126.5, -126.5, 3.4999998, -0.50000006];
+    let q = int8::quantize(&ties);
+    assert_eq!(q.scale, 1.0);
+    assert_eq!(q.bytes[..ties.len()], [127, 0, 2, 2, 0, -2, 126, -126, 3, -1]);
     let q = int8::quantize(&[1.0, f32::INFINITY]);
     assert!(q.scale.is_nan());
 }
