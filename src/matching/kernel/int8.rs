@@ -100,7 +100,7 @@ pub(super) fn quantize(v: &[f32]) -> Quantized {
             scale,
             bytes,
             sum: 0,
-            error: up(err2.sqrt() * (1.0 + 2f64.powi(-30))),
+            error: measured(err2),
         };
     }
     // Lanes of partial sums, so the loop vectorises: the bound on the f64
@@ -108,30 +108,35 @@ pub(super) fn quantize(v: &[f32]) -> Quantized {
     const LANES: usize = 8;
     let mut err2 = [0f64; LANES];
     let mut sum = [0i32; LANES];
+    let mut put = |b: &mut i8, x: f32, lane: usize| {
+        let k = round_byte(x / scale);
+        *b = k;
+        sum[lane] += i32::from(k);
+        let r = f64::from(x) - f64::from(scale) * f64::from(k);
+        err2[lane] += r * r;
+    };
     let (head, tail) = v.split_at(v.len() - v.len() % LANES);
     let (bhead, btail) = bytes[..v.len()].split_at_mut(head.len());
     for (bs, xs) in bhead.chunks_exact_mut(LANES).zip(head.chunks_exact(LANES)) {
-        for l in 0..LANES {
-            let k = round_byte(xs[l] / scale);
-            bs[l] = k;
-            sum[l] += i32::from(k);
-            let r = f64::from(xs[l]) - f64::from(scale) * f64::from(k);
-            err2[l] += r * r;
+        for (l, (b, &x)) in bs.iter_mut().zip(xs).enumerate() {
+            put(b, x, l);
         }
     }
     for (b, &x) in btail.iter_mut().zip(tail) {
-        let k = round_byte(x / scale);
-        *b = k;
-        sum[0] += i32::from(k);
-        let r = f64::from(x) - f64::from(scale) * f64::from(k);
-        err2[0] += r * r;
+        put(b, x, 0);
     }
     Quantized {
         scale,
         bytes,
         sum: sum.iter().sum(),
-        error: up(err2.iter().sum::<f64>().sqrt() * (1.0 + 2f64.powi(-30))),
+        error: measured(err2.iter().sum()),
     }
+}
+
+/// `E` from the f64 sum of the squared residuals: its square root, scaled
+/// by `1 + 2⁻³⁰` for the sum's own rounding and rounded up (module docs).
+fn measured(err2: f64) -> f32 {
+    up(err2.sqrt() * (1.0 + 2f64.powi(-30)))
 }
 
 /// `clamp(round_ties_even(y), -127, 127)` for a finite `y`, without a call
